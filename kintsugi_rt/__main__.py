@@ -1,0 +1,3 @@
+from kintsugi_rt.cli import main
+
+raise SystemExit(main())

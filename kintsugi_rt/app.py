@@ -1,0 +1,118 @@
+"""The ASGI application: lifespan wiring, middleware, and every module's routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from redis.asyncio import Redis
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from kintsugi_rt import errors, ops
+from kintsugi_rt.clock import Clock, SystemClock
+from kintsugi_rt.context import AppContext
+from kintsugi_rt.db.database import Database
+from kintsugi_rt.db.migrations import default_migrations_dir, load_migrations, pending_migrations
+from kintsugi_rt.db.migrations import migrate as apply_all_migrations
+from kintsugi_rt.errors import ApiError
+from kintsugi_rt.logs import get_logger
+from kintsugi_rt.middleware import RequestContextMiddleware
+from kintsugi_rt.modules import enabled_modules
+from kintsugi_rt.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from kintsugi_rt.settings import Settings
+
+log = get_logger(__name__)
+
+_HTTP_CODES = {404: errors.NOT_FOUND, 405: errors.METHOD_NOT_ALLOWED}
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return errors.render_api_error(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, errors.BAD_REQUEST)
+    return errors.error_response(exc.status_code, code, str(exc.detail), headers=exc.headers)
+
+
+async def _open_redis(settings: Settings) -> Redis | None:
+    if settings.redis_url is None:
+        return None
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        await redis.ping()
+    except Exception as exc:
+        await redis.aclose()
+        raise RuntimeError(f"REDIS_URL: cannot reach Redis ({exc})") from exc
+    return redis
+
+
+def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
+    modules = enabled_modules()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            db = await Database.open(settings)
+            stack.push_async_callback(db.close)
+            if settings.is_production:
+                async with db.pool.acquire() as conn:
+                    pending = await pending_migrations(conn, load_migrations(default_migrations_dir()))
+                if pending:
+                    log.error(
+                        "migrations.pending", files=[m.name for m in pending], fix="run: kintsugi-rt migrate"
+                    )
+            else:
+                await apply_all_migrations(db.dsn)
+            redis = await _open_redis(settings)
+            if redis is not None:
+                stack.push_async_callback(redis.aclose)
+            the_clock = clock or SystemClock()
+            limiter: RateLimiter = (
+                RedisRateLimiter(redis, settings.redis_key_prefix) if redis else MemoryRateLimiter(the_clock)
+            )
+            ctx = AppContext(settings=settings, clock=the_clock, db=db, redis=redis, rate_limiter=limiter)
+            app.state.ctx = ctx
+            for module in modules:
+                for hook in module.on_startup:
+                    await hook(ctx)
+                for hook in reversed(module.on_shutdown):
+                    stack.push_async_callback(hook, ctx)
+            log.info(
+                "server.ready",
+                environment=settings.environment,
+                embedded_database=db.embedded is not None,
+                redis=redis is not None,
+                modules=[m.name for m in modules],
+            )
+            yield
+            log.info("server.stopping")
+
+    routes: list[BaseRoute] = [*ops.routes]
+    for module in modules:
+        routes.extend(module.routes)
+
+    return Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[
+            Middleware(RequestContextMiddleware),
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+                expose_headers=["X-Request-ID", "Retry-After"],
+                allow_credentials=False,
+            ),
+        ],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+    )

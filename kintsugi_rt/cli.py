@@ -1,0 +1,68 @@
+"""``kintsugi-rt serve | migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+
+from kintsugi_rt.logs import configure_logging, get_logger
+from kintsugi_rt.settings import Settings, SettingsError, load_settings
+
+
+def _serve(settings: Settings) -> int:
+    import uvicorn
+
+    from kintsugi_rt.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=int(settings.shutdown_timeout.total_seconds()),
+        lifespan="on",
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    # uvicorn exits quietly when start-up fails; make that an error for the shell.
+    return 0 if server.started else 1
+
+
+async def _migrate(settings: Settings) -> int:
+    from kintsugi_rt.db.database import Database
+    from kintsugi_rt.db.migrations import migrate
+
+    log = get_logger("kintsugi_rt.cli")
+    db = await Database.open(settings)
+    try:
+        applied = await migrate(db.dsn)
+    finally:
+        await db.close()
+    log.info("migrate.done", applied=[m.name for m in applied])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kintsugi-rt", description="Kintsugi RT real-time server")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the server (applies migrations outside production)")
+    commands.add_parser("migrate", help="apply pending database migrations and exit")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        # Logging is configured from the settings, so this one line goes straight to stderr.
+        sys.stderr.write(f"kintsugi-rt: configuration error: {exc}\n")
+        return 2
+    configure_logging(settings)
+
+    if args.command == "serve":
+        return _serve(settings)
+    return asyncio.run(_migrate(settings))

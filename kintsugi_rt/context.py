@@ -1,0 +1,29 @@
+"""What a running node shares with every module: settings, clock, database, Redis, limits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from starlette.requests import HTTPConnection
+
+from kintsugi_rt.clock import Clock
+from kintsugi_rt.db.database import Database
+from kintsugi_rt.ratelimit import RateLimiter
+from kintsugi_rt.settings import Settings
+
+
+@dataclass(slots=True)
+class AppContext:
+    settings: Settings
+    clock: Clock
+    db: Database
+    redis: Redis | None
+    rate_limiter: RateLimiter
+    # Long-lived objects modules create at start (e.g. ``"auth"``), looked up by name.
+    services: dict[str, object] = field(default_factory=dict)
+
+
+def get_context(conn: HTTPConnection) -> AppContext:
+    ctx: AppContext = conn.app.state.ctx
+    return ctx

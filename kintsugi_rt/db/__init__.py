@@ -1,0 +1,1 @@
+"""PostgreSQL: the embedded server for zero-config runs, the pool, and the migration runner."""

@@ -1,0 +1,339 @@
+"""Typed settings, read once from environment variables.
+
+Every variable the server reads is declared in ``VARIABLES`` with its parser, default and meaning;
+``.env.example`` lists the same set (a test keeps the two in step). A bad value raises
+``SettingsError`` naming the variable, so the server stops at start instead of half-working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+Environment = Literal["development", "production", "test"]
+
+# Placeholder secrets that must never sign production tokens (the roadmap's example among them).
+KNOWN_PLACEHOLDER_SECRETS = frozenset(
+    {"", "your-super-secret-jwt-key-change-in-production", "change-me", "changeme", "secret"}
+)
+MIN_PRODUCTION_SECRET_LENGTH = 32
+
+
+class SettingsError(ValueError):
+    """A variable holds a value the server cannot run with."""
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``limit`` events per ``window``."""
+
+    limit: int
+    window: timedelta
+
+    def __str__(self) -> str:
+        return f"{self.limit}/{format_duration(self.window)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    port: int
+    host: str
+    environment: Environment
+    database_url: str | None
+    database_pool_min: int
+    database_pool_max: int
+    data_dir: Path
+    redis_url: str | None
+    redis_key_prefix: str
+    jwt_secret: str
+    jwt_access_expiry: timedelta
+    jwt_refresh_expiry: timedelta
+    cors_origins: tuple[str, ...]
+    log_level: str
+    log_format: Literal["auto", "json", "console"]
+    max_request_body_bytes: int
+    auth_rate_limit_ip: RateLimit
+    auth_rate_limit_email: RateLimit
+    forwarded_allow_ips: str
+    shutdown_timeout: timedelta
+    argon2_time_cost: int
+    argon2_memory_kib: int
+    argon2_parallelism: int
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+    @property
+    def json_logs(self) -> bool:
+        if self.log_format == "auto":
+            return self.is_production
+        return self.log_format == "json"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+# --- parsers ---------------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse Go-style durations such as ``15m``, ``168h`` or ``1h30m``."""
+    text = text.strip()
+    if not text or _DURATION_PART.sub("", text):
+        raise ValueError(f"{text!r} is not a duration like 30s, 15m or 168h")
+    seconds = sum(float(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+    if seconds <= 0:
+        raise ValueError(f"{text!r} must be longer than zero")
+    return timedelta(seconds=seconds)
+
+
+def format_duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _parse_positive_int(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value <= 0:
+        raise ValueError(f"{text!r} must be greater than zero")
+    return value
+
+
+def _parse_port(text: str) -> int:
+    value = _parse_positive_int(text)
+    if value > 65535:
+        raise ValueError(f"{text!r} is not a TCP port (1-65535)")
+    return value
+
+
+def _parse_environment(text: str) -> Environment:
+    value = text.strip().lower()
+    if value == "development":
+        return "development"
+    if value == "production":
+        return "production"
+    if value == "test":
+        return "test"
+    raise ValueError(f"{text!r} is not one of development, production, test")
+
+
+def _parse_url(schemes: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        value = text.strip()
+        if not value.startswith(tuple(f"{s}://" for s in schemes)):
+            raise ValueError(f"{text!r} is not a URL starting with {' or '.join(s + '://' for s in schemes)}")
+        return value
+
+    return parse
+
+
+def _parse_csv(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _parse_log_level(text: str) -> str:
+    value = text.strip().lower()
+    if value not in {"debug", "info", "warning", "error"}:
+        raise ValueError(f"{text!r} is not one of debug, info, warning, error")
+    return value
+
+
+def _parse_log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in {"auto", "json", "console"}:
+        raise ValueError(f"{text!r} is not one of auto, json, console")
+    return value
+
+
+def parse_rate_limit(text: str) -> RateLimit:
+    """Parse ``N/duration``, e.g. ``20/1m``."""
+    count, sep, window = text.partition("/")
+    if not sep:
+        raise ValueError(f"{text!r} is not a rate like 20/1m")
+    return RateLimit(_parse_positive_int(count), parse_duration(window))
+
+
+def _parse_str(text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    name: str
+    field: str
+    parse: Callable[[str], Any]
+    default: str | None
+    doc: str
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("PORT", "port", _parse_port, "8080", "TCP port the server listens on."),
+    Variable("HOST", "host", _parse_str, "127.0.0.1", "Interface to bind; 0.0.0.0 in containers."),
+    Variable(
+        "ENVIRONMENT", "environment", _parse_environment, "development", "development, production or test."
+    ),
+    Variable(
+        "DATABASE_URL",
+        "database_url",
+        _parse_url(("postgresql", "postgres")),
+        None,
+        "PostgreSQL DSN. Unset: an embedded PostgreSQL runs in KINTSUGI_DATA_DIR/postgres.",
+    ),
+    Variable("DATABASE_POOL_MIN", "database_pool_min", _parse_positive_int, "1", "Smallest pool size."),
+    Variable("DATABASE_POOL_MAX", "database_pool_max", _parse_positive_int, "10", "Largest pool size."),
+    Variable(
+        "KINTSUGI_DATA_DIR",
+        "data_dir",
+        lambda text: Path(text).expanduser(),
+        "./.kintsugi",
+        "Local state: embedded database, development JWT secret.",
+    ),
+    Variable(
+        "REDIS_URL",
+        "redis_url",
+        _parse_url(("redis", "rediss", "unix")),
+        None,
+        "Redis for cross-node fan-out and shared rate limits. Unset: everything stays in-process.",
+    ),
+    Variable(
+        "REDIS_KEY_PREFIX", "redis_key_prefix", _parse_str, "kintsugi:", "Prefix of every Redis key we write."
+    ),
+    Variable(
+        "JWT_SECRET",
+        "jwt_secret",
+        _parse_str,
+        "",
+        "HMAC key for access tokens. Required in production (32+ characters); "
+        "generated once into KINTSUGI_DATA_DIR in development.",
+    ),
+    Variable("JWT_ACCESS_EXPIRY", "jwt_access_expiry", parse_duration, "15m", "Access token lifetime."),
+    Variable("JWT_REFRESH_EXPIRY", "jwt_refresh_expiry", parse_duration, "168h", "Refresh token lifetime."),
+    Variable(
+        "CORS_ORIGINS",
+        "cors_origins",
+        _parse_csv,
+        "http://localhost:3000",
+        "Comma-separated origins allowed to call the API from a browser.",
+    ),
+    Variable("LOG_LEVEL", "log_level", _parse_log_level, "info", "debug, info, warning or error."),
+    Variable(
+        "LOG_FORMAT",
+        "log_format",
+        _parse_log_format,
+        "auto",
+        "json, console, or auto (json in production, console otherwise).",
+    ),
+    Variable(
+        "MAX_REQUEST_BODY_BYTES",
+        "max_request_body_bytes",
+        _parse_positive_int,
+        "65536",
+        "Largest JSON request body accepted by the REST API.",
+    ),
+    Variable(
+        "AUTH_RATE_LIMIT_IP",
+        "auth_rate_limit_ip",
+        parse_rate_limit,
+        "30/1m",
+        "Login and register attempts allowed per client IP.",
+    ),
+    Variable(
+        "AUTH_RATE_LIMIT_EMAIL",
+        "auth_rate_limit_email",
+        parse_rate_limit,
+        "10/10m",
+        "Login and register attempts allowed per email address.",
+    ),
+    Variable(
+        "FORWARDED_ALLOW_IPS",
+        "forwarded_allow_ips",
+        _parse_str,
+        "127.0.0.1",
+        "Proxies whose X-Forwarded-For is trusted for the client IP (comma-separated, or *).",
+    ),
+    Variable(
+        "SHUTDOWN_TIMEOUT",
+        "shutdown_timeout",
+        parse_duration,
+        "10s",
+        "How long SIGTERM waits for open requests and sockets.",
+    ),
+    Variable("ARGON2_TIME_COST", "argon2_time_cost", _parse_positive_int, "3", "argon2id iterations."),
+    Variable(
+        "ARGON2_MEMORY_KIB", "argon2_memory_kib", _parse_positive_int, "65536", "argon2id memory in KiB."
+    ),
+    Variable("ARGON2_PARALLELISM", "argon2_parallelism", _parse_positive_int, "4", "argon2id lanes."),
+)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and check every variable; raise ``SettingsError`` naming the first bad one."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for var in VARIABLES:
+        raw = env.get(var.name)
+        if raw is None or (raw.strip() == "" and var.default is None):
+            values[var.field] = None if var.default is None else var.parse(var.default)
+            continue
+        try:
+            values[var.field] = var.parse(raw)
+        except ValueError as exc:
+            raise SettingsError(f"{var.name}: {exc}") from None
+    settings = Settings(**values)
+    if settings.database_pool_min > settings.database_pool_max:
+        raise SettingsError("DATABASE_POOL_MIN: must not exceed DATABASE_POOL_MAX")
+    return settings.replace(jwt_secret=_resolve_jwt_secret(settings))
+
+
+def _resolve_jwt_secret(settings: Settings) -> str:
+    secret = settings.jwt_secret
+    if settings.is_production:
+        if secret in KNOWN_PLACEHOLDER_SECRETS:
+            raise SettingsError("JWT_SECRET: must be set to a private value in production")
+        if len(secret) < MIN_PRODUCTION_SECRET_LENGTH:
+            raise SettingsError(
+                f"JWT_SECRET: must be at least {MIN_PRODUCTION_SECRET_LENGTH} characters in production"
+            )
+        return secret
+    if secret and secret not in KNOWN_PLACEHOLDER_SECRETS:
+        return secret
+    return _development_secret(settings.data_dir)
+
+
+def _development_secret(data_dir: Path) -> str:
+    """Generate a secret once and keep it, so development tokens survive restarts.
+
+    The file is written under a temporary name and linked into place, so two nodes starting
+    together agree on one secret.
+    """
+    path = data_dir / "jwt_secret"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        staging = data_dir / f".jwt_secret.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(48) + "\n")
+        try:
+            os.link(staging, path)
+        except FileExistsError:
+            pass
+        finally:
+            staging.unlink()
+    return path.read_text().strip()
