@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from kintsugi_rt.settings import Settings
+from tests.support import PostgresServer, RedisServer, make_settings
+
+
+@pytest.fixture(scope="session")
+async def postgres() -> AsyncIterator[PostgresServer]:
+    server = PostgresServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def database_url(postgres: PostgresServer) -> AsyncIterator[str]:
+    """One fresh database for this test run, dropped at the end."""
+    dsn = await postgres.create_database()
+    yield dsn
+    await postgres.drop_database(dsn)
+
+
+@pytest.fixture(scope="session")
+async def redis_server() -> AsyncIterator[RedisServer]:
+    server = RedisServer()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def settings_for(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for one test: the run's database, a private data dir, and any overrides."""
+
+    def build(**overrides: str) -> Settings:
+        return make_settings(overrides, DATABASE_URL=database_url, KINTSUGI_DATA_DIR=str(tmp_path / "data"))
+
+    return build
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[Callable[[str], httpx.AsyncClient]]:
+    clients: list[httpx.AsyncClient] = []
+
+    def open_client(base_url: str) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(base_url=base_url, timeout=10)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        await client.aclose()
