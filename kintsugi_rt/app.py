@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -12,11 +15,13 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket
 
-from kintsugi_rt import errors, ops
+from kintsugi_rt import errors, metrics, ops
+from kintsugi_rt.auth.service import AuthService
 from kintsugi_rt.clock import Clock, SystemClock
-from kintsugi_rt.context import AppContext
+from kintsugi_rt.context import AppContext, get_context
 from kintsugi_rt.db.database import Database
 from kintsugi_rt.db.migrations import default_migrations_dir, load_migrations, pending_migrations
 from kintsugi_rt.db.migrations import migrate as apply_all_migrations
@@ -26,6 +31,13 @@ from kintsugi_rt.middleware import RequestContextMiddleware
 from kintsugi_rt.modules import enabled_modules
 from kintsugi_rt.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from kintsugi_rt.settings import Settings
+from kintsugi_rt.socket import streams
+from kintsugi_rt.socket.events import Events
+from kintsugi_rt.socket.gateway import Gateway
+from kintsugi_rt.socket.hub import Hub, LocalHub, RedisHub
+from kintsugi_rt.socket.local import LocalConnections
+from kintsugi_rt.socket.protocol import Auth, Ping, Resume
+from kintsugi_rt.socket.registry import SocketRegistry
 
 log = get_logger(__name__)
 
@@ -55,6 +67,34 @@ async def _open_redis(settings: Settings) -> Redis | None:
     return redis
 
 
+CORE_CLIENT_MESSAGES = (Auth, Ping, Resume)
+_TRIM_EVERY_SECONDS = 600
+
+
+async def _websocket(websocket: WebSocket) -> None:
+    gateway = get_context(websocket).services["gateway"]
+    assert isinstance(gateway, Gateway)
+    await gateway.serve(websocket)
+
+
+async def _trim_streams(ctx: AppContext) -> None:
+    """Drop durable events past the retained window, on every node (deleting twice is harmless)."""
+    while True:
+        try:
+            removed = await streams.trim(ctx.db.pool, ctx.clock.now() - ctx.settings.event_retention)
+            if removed:
+                log.info("streams.trimmed", events=removed)
+        except Exception as exc:
+            log.warning("streams.trim_failed", error=repr(exc))
+        await asyncio.sleep(_TRIM_EVERY_SECONDS)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     modules = enabled_modules()
 
@@ -79,13 +119,30 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             limiter: RateLimiter = (
                 RedisRateLimiter(redis, settings.redis_key_prefix) if redis else MemoryRateLimiter(the_clock)
             )
-            ctx = AppContext(settings=settings, clock=the_clock, db=db, redis=redis, rate_limiter=limiter)
+            hub: Hub = RedisHub(redis, settings.redis_key_prefix) if redis else LocalHub()
+            local = LocalConnections()
+            await hub.start(local.deliver)
+            stack.push_async_callback(hub.stop)
+            ctx = AppContext(
+                settings=settings,
+                clock=the_clock,
+                db=db,
+                redis=redis,
+                rate_limiter=limiter,
+                events=Events(hub, db.pool),
+                node_id=uuid.uuid4().hex[:12],
+            )
             app.state.ctx = ctx
             for module in modules:
                 for hook in module.on_startup:
                     await hook(ctx)
                 for hook in reversed(module.on_shutdown):
                     stack.push_async_callback(hook, ctx)
+            auth = ctx.services["auth"]
+            assert isinstance(auth, AuthService)
+            ctx.services["gateway"] = Gateway(ctx, registry, local, auth)
+            trimmer = asyncio.create_task(_trim_streams(ctx), name="stream-trim")
+            stack.push_async_callback(_cancel, trimmer)
             log.info(
                 "server.ready",
                 environment=settings.environment,
@@ -96,7 +153,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             yield
             log.info("server.stopping")
 
-    routes: list[BaseRoute] = [*ops.routes]
+    registry = SocketRegistry(CORE_CLIENT_MESSAGES, [m.socket for m in modules])
+    routes: list[BaseRoute] = [*ops.routes, *metrics.routes, WebSocketRoute("/ws", _websocket)]
     for module in modules:
         routes.extend(module.routes)
 

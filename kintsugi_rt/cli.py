@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from kintsugi_rt.logs import configure_logging, get_logger
-from kintsugi_rt.settings import Settings, SettingsError, load_settings
+from kintsugi_rt.settings import Settings, SettingsError, env_example, load_settings
 
 
 def _serve(settings: Settings) -> int:
@@ -27,6 +27,10 @@ def _serve(settings: Settings) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_timeout.total_seconds()),
         lifespan="on",
         server_header=False,
+        ws_max_size=settings.ws_max_frame_bytes,
+        ws_per_message_deflate=settings.ws_compression,
+        ws_ping_interval=settings.ws_ping_interval.total_seconds(),
+        ws_ping_timeout=settings.ws_ping_interval.total_seconds(),
     )
     server = uvicorn.Server(config)
     server.run()
@@ -53,7 +57,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the server (applies migrations outside production)")
     commands.add_parser("migrate", help="apply pending database migrations and exit")
+    commands.add_parser("env-example", help="print .env.example: every setting with its default")
     args = parser.parse_args(argv)
+    if args.command == "env-example":
+        sys.stdout.write(env_example())
+        return 0
 
     try:
         settings = load_settings()

@@ -1,4 +1,4 @@
-"""What a running node shares with every module: settings, clock, database, Redis, limits."""
+"""What a running node shares with every module: settings, clock, database, Redis, events."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from kintsugi_rt.clock import Clock
 from kintsugi_rt.db.database import Database
 from kintsugi_rt.ratelimit import RateLimiter
 from kintsugi_rt.settings import Settings
+from kintsugi_rt.socket.events import Events
 
 
 @dataclass(slots=True)
@@ -20,6 +21,8 @@ class AppContext:
     db: Database
     redis: Redis | None
     rate_limiter: RateLimiter
+    events: Events
+    node_id: str
     # Long-lived objects modules create at start (e.g. ``"auth"``), looked up by name.
     services: dict[str, object] = field(default_factory=dict)
 

@@ -7,12 +7,25 @@ logged while a request or socket frame is handled.
 from __future__ import annotations
 
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
 from kintsugi_rt.settings import Settings
+
+_TOKEN_IN_URL = re.compile(r"(token=)[^&\s\"']+")
+
+
+def redact_tokens(logger: Any, method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """uvicorn logs WebSocket paths with their query string; never let ``?token=`` reach a log."""
+    event = event_dict.get("event")
+    if isinstance(event, str) and "token=" in event:
+        event_dict["event"] = _TOKEN_IN_URL.sub(r"\1[redacted]", event)
+    return event_dict
+
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -24,6 +37,7 @@ def configure_logging(settings: Settings) -> None:
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_tokens,
     ]
     renderer: Any
     if settings.json_logs:

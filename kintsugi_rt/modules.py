@@ -1,30 +1,36 @@
 """The one place feature modules plug in.
 
-A module brings its REST routes and its start/stop hooks; the app knows nothing else about it.
+A module brings its REST routes, its socket frames and handlers, and its start/stop hooks; the app,
+the gateway and the hub know nothing else about it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.routing import BaseRoute
 
-from kintsugi_rt.context import AppContext
+from kintsugi_rt.socket.registry import SocketFeatures
 
-Hook = Callable[[AppContext], Awaitable[None]]
+if TYPE_CHECKING:
+    from kintsugi_rt.context import AppContext
+
+Hook = Callable[["AppContext"], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
 class Module:
     name: str
     routes: Sequence[BaseRoute] = ()
-    on_startup: Sequence[Hook] = field(default_factory=tuple)
-    on_shutdown: Sequence[Hook] = field(default_factory=tuple)
+    socket: SocketFeatures = field(default_factory=SocketFeatures)
+    on_startup: Sequence[Hook] = ()
+    on_shutdown: Sequence[Hook] = ()
 
 
 def enabled_modules() -> list[Module]:
     """Every feature module, in start order."""
-    from kintsugi_rt import auth
+    from kintsugi_rt import auth, presence
 
-    return [auth.module]
+    return [auth.module, presence.module]

@@ -66,6 +66,16 @@ class Settings:
     argon2_time_cost: int
     argon2_memory_kib: int
     argon2_parallelism: int
+    ws_max_frame_bytes: int
+    ws_outbound_queue_bytes: int
+    ws_rate_limit: RateLimit
+    ws_auth_timeout: timedelta
+    ws_ping_interval: timedelta
+    ws_compression: bool
+    ws_resume_grace: timedelta
+    ws_max_replay: int
+    event_retention: timedelta
+    presence_ttl: timedelta
 
     @property
     def is_production(self) -> bool:
@@ -174,6 +184,15 @@ def _parse_str(text: str) -> str:
     return text
 
 
+def _parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{text!r} is not true or false")
+
+
 @dataclass(frozen=True, slots=True)
 class Variable:
     name: str
@@ -280,7 +299,80 @@ VARIABLES: tuple[Variable, ...] = (
         "ARGON2_MEMORY_KIB", "argon2_memory_kib", _parse_positive_int, "65536", "argon2id memory in KiB."
     ),
     Variable("ARGON2_PARALLELISM", "argon2_parallelism", _parse_positive_int, "4", "argon2id lanes."),
+    Variable(
+        "WS_MAX_FRAME_BYTES",
+        "ws_max_frame_bytes",
+        _parse_positive_int,
+        "262144",
+        "Largest client WebSocket frame; a bigger one closes the socket with 1009.",
+    ),
+    Variable(
+        "WS_OUTBOUND_QUEUE_BYTES",
+        "ws_outbound_queue_bytes",
+        _parse_positive_int,
+        "1048576",
+        "Per-socket outbound queue; ephemeral events drop at half, durable overflow closes with 4008.",
+    ),
+    Variable(
+        "WS_RATE_LIMIT",
+        "ws_rate_limit",
+        parse_rate_limit,
+        "200/10s",
+        "Client frames allowed per socket (token bucket, bursts up to the count).",
+    ),
+    Variable(
+        "WS_AUTH_TIMEOUT", "ws_auth_timeout", parse_duration, "10s", "Time to send the auth frame; then 4408."
+    ),
+    Variable(
+        "WS_PING_INTERVAL",
+        "ws_ping_interval",
+        parse_duration,
+        "20s",
+        "Protocol ping interval; a peer silent for two intervals is dropped.",
+    ),
+    Variable(
+        "WS_COMPRESSION", "ws_compression", _parse_bool, "false", "permessage-deflate (costs memory and CPU)."
+    ),
+    Variable(
+        "WS_RESUME_GRACE",
+        "ws_resume_grace",
+        parse_duration,
+        "1s",
+        "Durable events wait this long after connect for a resume frame (or any other frame).",
+    ),
+    Variable(
+        "WS_MAX_REPLAY",
+        "ws_max_replay",
+        _parse_positive_int,
+        "1000",
+        "Most durable events one resume replays; a larger gap gets resync_required.",
+    ),
+    Variable(
+        "EVENT_RETENTION",
+        "event_retention",
+        parse_duration,
+        "72h",
+        "How long durable events stay replayable.",
+    ),
+    Variable(
+        "PRESENCE_TTL",
+        "presence_ttl",
+        parse_duration,
+        "30s",
+        "A socket's presence lapses this long after its node's last heartbeat.",
+    ),
 )
+
+
+def env_example() -> str:
+    """The text of ``.env.example``: every variable, its meaning and its default."""
+    lines = [
+        "# Kintsugi RT settings, read from the environment. Every variable is optional in development.",
+        "# Values shown are the defaults (blank: unset). Regenerate with: kintsugi-rt env-example",
+    ]
+    for var in VARIABLES:
+        lines += ["", f"# {var.doc}", f"{var.name}={var.default or ''}"]
+    return "\n".join(lines) + "\n"
 
 
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:

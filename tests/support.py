@@ -162,6 +162,10 @@ async def serve(settings: Settings, clock: Clock | None = None) -> AsyncIterator
         log_config=None,
         access_log=False,
         lifespan="on",
+        ws_max_size=settings.ws_max_frame_bytes,
+        ws_per_message_deflate=settings.ws_compression,
+        ws_ping_interval=settings.ws_ping_interval.total_seconds(),
+        ws_ping_timeout=settings.ws_ping_interval.total_seconds(),
     )
     server = _InLoopServer(config)
     task = asyncio.create_task(server.serve())

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from kintsugi_rt.settings import VARIABLES, SettingsError, load_settings, parse_duration, parse_rate_limit
+from kintsugi_rt.settings import (
+    VARIABLES,
+    SettingsError,
+    env_example,
+    load_settings,
+    parse_duration,
+    parse_rate_limit,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,6 +106,7 @@ def test_development_secret_is_generated_once_and_kept(tmp_path: Path) -> None:
 
 def test_env_example_lists_every_variable() -> None:
     text = (ROOT / ".env.example").read_text()
+    assert text == env_example(), "regenerate with: kintsugi-rt env-example > .env.example"
     listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE))
     assert listed == {var.name for var in VARIABLES}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
 
@@ -23,6 +24,7 @@ from kintsugi_rt.auth.validation import check_registration, normalize_email
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.errors import ApiError
 from kintsugi_rt.logs import get_logger
+from kintsugi_rt.socket.protocol import CLOSE_UNAUTHORIZED
 
 log = get_logger(__name__)
 
@@ -47,6 +49,7 @@ class Principal:
 
     user: User
     session_id: uuid.UUID
+    expires_at: datetime
 
 
 def _unauthorized(code: str, message: str) -> ApiError:
@@ -100,38 +103,45 @@ class AuthService:
     async def refresh(self, refresh_token: str) -> TokenPair:
         now = self._ctx.clock.now()
         token_hash = hash_refresh_token(refresh_token)
-        async with self._ctx.db.pool.acquire() as conn:
-            async with conn.transaction():
-                state = await storage.lock_refresh_token(conn, token_hash)
-                if state is None or state.session_revoked:
-                    failure = _unauthorized(
-                        INVALID_REFRESH_TOKEN, "Refresh token is not valid; log in again."
-                    )
-                elif state.used_at is not None:
-                    # A rotated token came back: it leaked. End the whole family, thief and owner alike.
-                    await storage.revoke_session(conn, state.session_id, now, "refresh_token_reused")
-                    log.warning("auth.refresh_token_reused", session_id=str(state.session_id))
-                    failure = _unauthorized(
-                        REFRESH_TOKEN_REUSED,
-                        "Refresh token was already used; every token of this login is revoked.",
-                    )
-                elif state.expires_at <= now:
-                    failure = _unauthorized(REFRESH_TOKEN_EXPIRED, "Refresh token has expired; log in again.")
-                else:
-                    await storage.mark_refresh_token_used(conn, token_hash, now)
-                    user = await storage.get_user(conn, state.user_id)
-                    assert user is not None  # the session row holds a foreign key to it
-                    return await self._issue_pair(conn, user, state.session_id)
-            raise failure
+        revoked: storage.RefreshTokenState | None = None
+        async with self._ctx.db.pool.acquire() as conn, conn.transaction():
+            state = await storage.lock_refresh_token(conn, token_hash)
+            if state is None or state.session_revoked:
+                failure = _unauthorized(INVALID_REFRESH_TOKEN, "Refresh token is not valid; log in again.")
+            elif state.used_at is not None:
+                # A rotated token came back: it leaked. End the whole family, thief and owner alike.
+                await storage.revoke_session(conn, state.session_id, now, "refresh_token_reused")
+                log.warning("auth.refresh_token_reused", session_id=str(state.session_id))
+                revoked = state
+                failure = _unauthorized(
+                    REFRESH_TOKEN_REUSED,
+                    "Refresh token was already used; every token of this login is revoked.",
+                )
+            elif state.expires_at <= now:
+                failure = _unauthorized(REFRESH_TOKEN_EXPIRED, "Refresh token has expired; log in again.")
+            else:
+                await storage.mark_refresh_token_used(conn, token_hash, now)
+                user = await storage.get_user(conn, state.user_id)
+                assert user is not None  # the session row holds a foreign key to it
+                return await self._issue_pair(conn, user, state.session_id)
+        if revoked is not None:  # its sockets go too, on every node, once the revocation committed
+            await self._ctx.events.close_sockets(
+                revoked.user_id, CLOSE_UNAUTHORIZED, SESSION_REVOKED, session_id=revoked.session_id
+            )
+        raise failure
 
     async def logout(self, principal: Principal) -> None:
         await storage.revoke_session(self._ctx.db.pool, principal.session_id, self._ctx.clock.now(), "logout")
+        await self._ctx.events.close_sockets(
+            principal.user.id, CLOSE_UNAUTHORIZED, SESSION_REVOKED, session_id=principal.session_id
+        )
         log.info("auth.logged_out", user_id=str(principal.user.id), session_id=str(principal.session_id))
 
     async def logout_all(self, principal: Principal) -> int:
         count = await storage.revoke_user_sessions(
             self._ctx.db.pool, principal.user.id, self._ctx.clock.now()
         )
+        await self._ctx.events.close_sockets(principal.user.id, CLOSE_UNAUTHORIZED, SESSION_REVOKED)
         log.info("auth.logged_out_everywhere", user_id=str(principal.user.id), sessions=count)
         return count
 
@@ -146,7 +156,7 @@ class AuthService:
         user = await storage.active_session_user(self._ctx.db.pool, claims.session_id, claims.user_id)
         if user is None:
             raise _unauthorized(SESSION_REVOKED, "This login has ended; log in again.")
-        return Principal(user=user, session_id=claims.session_id)
+        return Principal(user=user, session_id=claims.session_id, expires_at=claims.expires_at)
 
     async def _check_rate(self, client: ClientInfo, email: str) -> None:
         settings = self._ctx.settings

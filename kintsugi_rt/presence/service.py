@@ -1,0 +1,152 @@
+"""Presence: online/offline and last seen, pushed only to those who may see it.
+
+Who sees a user's changes: sockets that asked with ``presence.watch`` (a per-user topic, so the cost
+is one lookup per change per node plus one frame per watcher), and the users returned by audience
+providers that other modules register (e.g. members of a shared conversation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from kintsugi_rt.context import AppContext
+from kintsugi_rt.logs import get_logger
+from kintsugi_rt.presence.messages import (
+    Presence,
+    PresenceState,
+    PresenceUnwatch,
+    PresenceWatch,
+    UserPresence,
+)
+from kintsugi_rt.presence.store import MemoryPresence, PresenceStore, RedisPresence
+from kintsugi_rt.socket.registry import SocketContext
+
+log = get_logger(__name__)
+
+AudienceProvider = Callable[[uuid.UUID], Awaitable[set[uuid.UUID]]]
+
+
+def topic_for(user_id: uuid.UUID | str) -> str:
+    return f"presence:{user_id}"
+
+
+class PresenceService:
+    def __init__(self, ctx: AppContext) -> None:
+        self._ctx = ctx
+        ttl = ctx.settings.presence_ttl.total_seconds()
+        self.store: PresenceStore = (
+            RedisPresence(ctx.redis, ctx.settings.redis_key_prefix, ctx.clock, ttl)
+            if ctx.redis is not None
+            else MemoryPresence()
+        )
+        self.audience_providers: list[AudienceProvider] = []
+        self._local: dict[str, str] = {}  # conn_id -> user, the sockets this node vouches for
+        self._tasks: list[asyncio.Task[None]] = []
+        self._heartbeat_every = ttl / 3
+        self._sweep_every = max(0.5, ttl / 6)
+
+    async def start(self) -> None:
+        if isinstance(self.store, RedisPresence):
+            self._tasks = [
+                asyncio.create_task(
+                    self._every(self._heartbeat_every, self._heartbeat), name="presence-heartbeat"
+                ),
+                asyncio.create_task(self._every(self._sweep_every, self._sweep_once), name="presence-sweep"),
+            ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # Leave cleanly: this node's sockets are gone with it.
+        for conn_id, user in list(self._local.items()):
+            with contextlib.suppress(Exception):
+                await self._went(user, conn_id)
+
+    # --- socket lifecycle ------------------------------------------------------------------------
+
+    async def on_connect(self, conn: SocketContext) -> None:
+        user = str(conn.user_id)
+        self._local[conn.conn_id] = user
+        if await self.store.connect(user, conn.conn_id):
+            await self._announce(conn.user_id, "online", None)
+
+    async def on_disconnect(self, conn: SocketContext) -> None:
+        user = self._local.get(conn.conn_id)
+        if user is not None:
+            await self._went(user, conn.conn_id)
+
+    async def _went(self, user: str, conn_id: str) -> None:
+        self._local.pop(conn_id, None)
+        if await self.store.disconnect(user, conn_id):
+            await self._offline(uuid.UUID(user))
+
+    async def _offline(self, user_id: uuid.UUID) -> None:
+        last_seen: datetime | None = await self._ctx.db.pool.fetchval(
+            "UPDATE users SET last_seen_at = $2 WHERE id = $1 RETURNING last_seen_at",
+            user_id,
+            self._ctx.clock.now(),
+        )
+        await self._announce(user_id, "offline", last_seen)
+
+    async def _announce(self, user_id: uuid.UUID, status: str, last_seen: datetime | None) -> None:
+        event = Presence(
+            user_id=user_id, status="online" if status == "online" else "offline", last_seen=last_seen
+        )
+        await self._ctx.events.push_topic(topic_for(user_id), event)
+        audience: set[uuid.UUID] = set()
+        for provider in self.audience_providers:
+            audience |= await provider(user_id)
+        audience.discard(user_id)
+        if audience:
+            await self._ctx.events.push(audience, event)
+
+    # --- Redis upkeep ----------------------------------------------------------------------------
+
+    async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception as exc:
+                log.warning("presence.upkeep_failed", job=job.__name__, error=repr(exc))
+
+    async def _heartbeat(self) -> None:
+        for conn_id, user in list(self._local.items()):
+            if await self.store.connect(user, conn_id):  # lapsed and swept meanwhile: back online
+                await self._announce(uuid.UUID(user), "online", None)
+
+    async def _sweep_once(self) -> None:
+        for user in await self.store.sweep():
+            log.info("presence.lapsed", user_id=user)
+            await self._offline(uuid.UUID(user))
+
+    # --- queries and handlers ------------------------------------------------------------------
+
+    async def states(self, user_ids: list[uuid.UUID]) -> list[UserPresence]:
+        rows = await self._ctx.db.pool.fetch(
+            "SELECT id, last_seen_at FROM users WHERE id = ANY($1::uuid[])", user_ids
+        )
+        online = await self.store.online([str(row["id"]) for row in rows])
+        return [
+            UserPresence(user_id=row["id"], status="online", last_seen=None)
+            if str(row["id"]) in online
+            else UserPresence(user_id=row["id"], status="offline", last_seen=row["last_seen_at"])
+            for row in rows
+        ]
+
+    async def watch(self, conn: SocketContext, message: PresenceWatch) -> PresenceState:
+        users = list(dict.fromkeys(message.user_ids))
+        states = await self.states(users)
+        for state in states:
+            conn.subscribe(topic_for(state.user_id))
+        return PresenceState(users=states)
+
+    async def unwatch(self, conn: SocketContext, message: PresenceUnwatch) -> None:
+        for user_id in message.user_ids:
+            conn.unsubscribe(topic_for(user_id))

@@ -1,0 +1,309 @@
+"""One client's socket: its bounded outbound queue, its writer task and its place in its stream.
+
+Everything sent to a client goes through the queue and is written by one task, so a slow client
+only ever blocks its own writer. Durable events are checked against the last position delivered:
+duplicates are skipped, and a gap is filled from PostgreSQL before the event that revealed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from starlette.websockets import WebSocket
+
+from kintsugi_rt import metrics
+from kintsugi_rt.logs import get_logger
+from kintsugi_rt.socket import streams
+from kintsugi_rt.socket.codec import Format, encode_json, json_to_msgpack, with_position
+from kintsugi_rt.socket.protocol import (
+    CLOSE_SLOW_CONSUMER,
+    SLOW_CONSUMER,
+    Error,
+    Resume,
+    Resumed,
+    ResyncRequired,
+    ServerMessage,
+)
+
+if TYPE_CHECKING:
+    from kintsugi_rt.context import AppContext
+
+log = get_logger(__name__)
+
+_msgpack_encoder = msgspec.msgpack.Encoder()
+
+
+@dataclass(slots=True)
+class _Frame:
+    data: bytes
+    size: int
+
+
+@dataclass(slots=True)
+class _Durable:
+    pos: int
+    body: bytes  # in this connection's format, without "pos"
+    size: int
+
+
+@dataclass(slots=True)
+class _ResumeRequest:
+    message: Resume
+    size: int = 0
+
+
+@dataclass(slots=True)
+class _Close:
+    code: int
+    error: Error | None
+    size: int = 0
+
+
+_Item = _Frame | _Durable | _ResumeRequest | _Close
+
+
+class Connection:
+    """The gateway's per-socket state; also the ``SocketContext`` handlers receive."""
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        app: AppContext,
+        fmt: Format,
+        user_id: uuid.UUID,
+        session_id: uuid.UUID,
+        head: streams.StreamHead,
+        topics_changed: Any,
+    ) -> None:
+        self.websocket = websocket
+        self.app = app
+        self.fmt = fmt
+        self.conn_id = uuid.uuid4().hex
+        self.user_id = user_id
+        self.user_key = str(user_id)
+        self.session_id = session_id
+        self.epoch = head.epoch
+        self.start_pos = head.pos  # positions up to here happened before this connection
+        self.delivered = head.pos  # the last position written to this client, contiguous
+        self.topics: set[str] = set()
+        self._topics_changed = topics_changed
+        settings = app.settings
+        self._limit = settings.ws_outbound_queue_bytes
+        self._max_replay = settings.ws_max_replay
+        self._queue: deque[_Item] = deque()
+        self._queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._held: list[_Item] | None = []  # durable events waiting for the sync point
+        self.closing = False
+        self._writer: asyncio.Task[None] | None = None
+
+    # --- SocketContext ---------------------------------------------------------------------
+
+    def push(self, message: ServerMessage) -> None:
+        self.send_ephemeral(self.encode(message))
+
+    def subscribe(self, topic: str) -> None:
+        if topic not in self.topics:
+            self.topics.add(topic)
+            self._topics_changed(self, topic, True)
+
+    def unsubscribe(self, topic: str) -> None:
+        if topic in self.topics:
+            self.topics.discard(topic)
+            self._topics_changed(self, topic, False)
+
+    # --- enqueueing (called from the reader and from hub delivery; never blocks) -------------
+
+    def encode(self, message: ServerMessage | dict[str, Any]) -> bytes:
+        if self.fmt is Format.JSON:
+            return encode_json(message)
+        return _msgpack_encoder.encode(message)
+
+    def send_control(self, data: bytes) -> None:
+        """Replies and connection notices: never dropped; overflowing them closes like a durable event."""
+        if self.closing:
+            return
+        if self._queued_bytes + len(data) > self._limit:
+            self.overflow()
+            return
+        self._put(_Frame(data, len(data)))
+
+    def send_ephemeral(self, data: bytes) -> None:
+        """Typing, presence and the like: dropped first once the queue is half full."""
+        if self.closing:
+            return
+        if self._queued_bytes + len(data) > self._limit // 2:
+            metrics.QUEUE_DROPS.inc()
+            return
+        self._put(_Frame(data, len(data)))
+
+    def send_durable(self, pos: int, body: bytes) -> None:
+        if self.closing or pos <= self.delivered:
+            return
+        if self._queued_bytes + len(body) > self._limit:
+            self.overflow()
+            return
+        item = _Durable(pos, body, len(body))
+        if self._held is not None:
+            self._held.append(item)
+            self._queued_bytes += item.size
+        else:
+            self._put(item)
+
+    def request_resume(self, message: Resume) -> None:
+        self._put(_ResumeRequest(message))
+        self.sync()
+
+    def sync(self) -> None:
+        """Start writing durable events (after a resume request, if one came first)."""
+        if self._held is None:
+            return
+        held, self._held = self._held, None
+        for item in held:
+            self._queue.append(item)
+        self._wake.set()
+
+    @property
+    def synced(self) -> bool:
+        return self._held is None
+
+    def close(self, code: int, error: Error | None = None) -> None:
+        """Send ``error`` (if any) and close, after what is already queued."""
+        if self.closing:
+            return
+        self.closing = True
+        self._queue.append(_Close(code, error))
+        self._wake.set()
+
+    def overflow(self) -> None:
+        """The client cannot keep up: drop its queue and close with 4008; it recovers by resuming."""
+        if self.closing:
+            return
+        log.info("ws.slow_consumer", conn_id=self.conn_id, queued_bytes=self._queued_bytes)
+        self.closing = True
+        self._queue.clear()
+        self._held = None
+        self._queued_bytes = 0
+        error = Error(code=SLOW_CONSUMER, message="Too far behind; reconnect and resume.")
+        if self._writer is not None:
+            self._writer.cancel()
+        self._writer = asyncio.create_task(self._close_now(CLOSE_SLOW_CONSUMER, error))
+
+    def _put(self, item: _Item) -> None:
+        self._queue.append(item)
+        self._queued_bytes += item.size
+        self._wake.set()
+
+    # --- the writer task -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name=f"ws-writer-{self.conn_id}")
+
+    async def stop(self) -> None:
+        task = self._writer
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _write_loop(self) -> None:
+        try:
+            while True:
+                while not self._queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                item = self._queue.popleft()
+                self._queued_bytes -= item.size
+                if isinstance(item, _Frame):
+                    await self._write(item.data, "frame")
+                elif isinstance(item, _Durable):
+                    await self._write_durable(item.pos, item.body)
+                elif isinstance(item, _ResumeRequest):
+                    await self._resume(item.message)
+                else:
+                    await self._close_now(item.code, item.error)
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the peer went away mid-write, or the database failed
+            log.info("ws.writer_stopped", conn_id=self.conn_id, error=repr(exc))
+
+    async def _write(self, data: bytes, kind: str) -> None:
+        if self.fmt is Format.JSON:
+            await self.websocket.send({"type": "websocket.send", "text": data.decode()})
+        else:
+            await self.websocket.send({"type": "websocket.send", "bytes": data})
+        metrics.FRAMES_OUT.labels(kind).inc()
+
+    async def _write_durable(self, pos: int, body: bytes) -> None:
+        if pos <= self.delivered:
+            return
+        if pos > self.delivered + 1:
+            await self._fill_gap(pos - 1)
+        await self._write(with_position(body, self.fmt, pos), "durable")
+        self.delivered = pos
+
+    async def _fill_gap(self, upto: int) -> None:
+        rows = await streams.read_range(
+            self.app.db.pool, self.user_id, self.delivered, upto, upto - self.delivered
+        )
+        metrics.STREAM_GAP_FILLS.inc(len(rows))
+        if len(rows) != upto - self.delivered:
+            # Trimmed away under us: only a resync can make the client whole.
+            await self._write(
+                self.encode(ResyncRequired(epoch=self.epoch, pos=upto, reason="gap_trimmed")), "frame"
+            )
+        else:
+            for pos, body in rows:
+                await self._write(with_position(self._format_body(body), self.fmt, pos), "durable")
+        self.delivered = upto
+
+    def _format_body(self, body_json: bytes) -> bytes:
+        return body_json if self.fmt is Format.JSON else json_to_msgpack(body_json)
+
+    async def _resume(self, request: Resume) -> None:
+        pool = self.app.db.pool
+        head = await streams.head(pool, self.user_id)
+        # After the sync point, events past start_pos were already written live on this socket.
+        upto = head.pos if self.delivered == self.start_pos else self.start_pos
+        reason = None
+        rows: list[tuple[int, bytes]] = []
+        if request.epoch != head.epoch:
+            reason = "epoch_changed"
+        elif request.pos > head.pos:
+            reason = "position_ahead"
+        elif upto - request.pos > self._max_replay:
+            reason = "beyond_window"
+        elif request.pos < upto:
+            rows = await streams.read_range(pool, self.user_id, request.pos, upto, upto - request.pos)
+            if len(rows) != upto - request.pos:
+                reason = "beyond_window"
+        if reason is not None:
+            self.delivered = max(self.delivered, head.pos)
+            reply: ServerMessage = ResyncRequired(
+                epoch=head.epoch, pos=self.delivered, reason=reason, id=request.id
+            )
+            await self._write(self.encode(reply), "frame")
+            return
+        for pos, body in rows:
+            await self._write(with_position(self._format_body(body), self.fmt, pos), "durable")
+        self.delivered = max(self.delivered, upto)
+        await self._write(
+            self.encode(Resumed(epoch=head.epoch, pos=self.delivered, replayed=len(rows), id=request.id)),
+            "frame",
+        )
+
+    async def _close_now(self, code: int, error: Error | None) -> None:
+        try:
+            if error is not None:
+                await asyncio.wait_for(self._write(self.encode(error), "frame"), timeout=1)
+            await asyncio.wait_for(self.websocket.close(code), timeout=1)
+        except Exception as exc:
+            log.info("ws.close_failed", conn_id=self.conn_id, error=repr(exc))
+        metrics.CLOSES.labels(str(code)).inc()

@@ -1,0 +1,338 @@
+"""``GET /ws``: authenticate, then read typed frames and route them to registered handlers.
+
+The gateway owns the connection's life: the auth handshake, token renewal and expiry, frame rate
+limits, decoding, replies, and the resume hand-off to the connection's writer. It knows no feature:
+it dispatches by the ``type`` tag to whatever the registry holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import MutableMapping
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from starlette.websockets import WebSocket
+
+from kintsugi_rt import metrics
+from kintsugi_rt.auth.routes import bearer_token
+from kintsugi_rt.auth.service import AuthService, Principal
+from kintsugi_rt.context import AppContext
+from kintsugi_rt.errors import ApiError
+from kintsugi_rt.logs import get_logger
+from kintsugi_rt.socket import protocol, streams
+from kintsugi_rt.socket.codec import Format, encode_json
+from kintsugi_rt.socket.connection import Connection
+from kintsugi_rt.socket.local import LocalConnections
+from kintsugi_rt.socket.protocol import (
+    Auth,
+    ClientMessage,
+    Error,
+    Hello,
+    Ping,
+    Pong,
+    Resume,
+)
+from kintsugi_rt.socket.registry import SocketError, SocketRegistry, message_type
+from kintsugi_rt.web import describe_validation_error
+
+log = get_logger(__name__)
+
+_msgpack_encoder = msgspec.msgpack.Encoder()
+
+
+class _IdPeek(msgspec.Struct):
+    id: str | None = None
+
+
+_peek_json = msgspec.json.Decoder(_IdPeek)
+_peek_msgpack = msgspec.msgpack.Decoder(_IdPeek)
+
+
+def _peek_id(data: bytes | str, binary: bool) -> str | None:
+    """The request id of a frame that failed validation, so its error can still be matched."""
+    try:
+        found = _peek_msgpack.decode(data) if isinstance(data, bytes) else _peek_json.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return found.id if found.id is not None and len(found.id) <= 64 else None
+
+
+class _FrameBudget:
+    """Token bucket: ``limit`` frames per ``window`` with bursts up to ``limit``."""
+
+    def __init__(self, limit: int, window_seconds: float) -> None:
+        self._capacity = float(limit)
+        self._rate = limit / window_seconds
+        self._tokens = float(limit)
+        self._stamp = time.monotonic()
+        self.strikes = 0
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            self.strikes = 0
+            return True
+        self.strikes += 1
+        return False
+
+
+class Gateway:
+    def __init__(
+        self, app: AppContext, registry: SocketRegistry, local: LocalConnections, auth: AuthService
+    ) -> None:
+        self.app = app
+        self.registry = registry
+        self.local = local
+        self.auth = auth
+        self.features: dict[str, str] = {}
+
+    # --- handshake ---------------------------------------------------------------------------
+
+    async def serve(self, websocket: WebSocket) -> None:
+        settings = self.app.settings
+        requested = websocket.scope.get("subprotocols") or []
+        fmt = Format.MSGPACK if protocol.SUBPROTOCOL_MSGPACK in requested else Format.JSON
+        subprotocol = None
+        if fmt is Format.MSGPACK:
+            subprotocol = protocol.SUBPROTOCOL_MSGPACK
+        elif protocol.SUBPROTOCOL_JSON in requested:
+            subprotocol = protocol.SUBPROTOCOL_JSON
+        await websocket.accept(subprotocol=subprotocol)
+
+        token = websocket.query_params.get("token") or bearer_token(websocket)
+        auth_request_id: str | None = None
+        if not token:
+            try:
+                message = await asyncio.wait_for(
+                    websocket.receive(), timeout=settings.ws_auth_timeout.total_seconds()
+                )
+            except TimeoutError:
+                await self._reject(
+                    websocket, fmt, protocol.CLOSE_AUTH_TIMEOUT, "No auth frame within the time limit."
+                )
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            frame = self._decode_quietly(message)
+            if not isinstance(frame, Auth):
+                await self._reject(
+                    websocket, fmt, protocol.CLOSE_UNAUTHORIZED, "The first frame must be auth."
+                )
+                return
+            token, auth_request_id = frame.token, frame.id
+
+        try:
+            principal = await self.auth.authenticate(token)
+        except ApiError as exc:
+            await self._reject(websocket, fmt, protocol.CLOSE_UNAUTHORIZED, exc.message, exc.code)
+            return
+        await self._run(websocket, fmt, principal, auth_request_id)
+
+    async def _reject(
+        self,
+        websocket: WebSocket,
+        fmt: Format,
+        code: int,
+        message: str,
+        error_code: str = protocol.UNAUTHORIZED,
+    ) -> None:
+        error = Error(code=error_code, message=message)
+        data = encode_json(error) if fmt is Format.JSON else _msgpack_encoder.encode(error)
+        try:
+            if fmt is Format.JSON:
+                await websocket.send_text(data.decode())
+            else:
+                await websocket.send_bytes(data)
+            await websocket.close(code)
+        except Exception as exc:
+            log.info("ws.reject_failed", error=repr(exc))
+        metrics.CLOSES.labels(str(code)).inc()
+
+    def _decode_quietly(self, message: MutableMapping[str, Any]) -> ClientMessage | None:
+        try:
+            return self._decode(message)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+
+    def _decode(self, message: MutableMapping[str, Any]) -> ClientMessage:
+        text = message.get("text")
+        if text is not None:
+            decoded: ClientMessage = self.registry.json_decoder.decode(text)
+        else:
+            decoded = self.registry.msgpack_decoder.decode(message.get("bytes") or b"")
+        return decoded
+
+    # --- the authenticated connection ----------------------------------------------------------
+
+    async def _run(
+        self, websocket: WebSocket, fmt: Format, principal: Principal, auth_request_id: str | None
+    ) -> None:
+        settings = self.app.settings
+        head = await streams.head(self.app.db.pool, principal.user.id)
+        conn = Connection(
+            websocket, self.app, fmt, principal.user.id, principal.session_id, head, self.local.topic_changed
+        )
+        self.local.add(conn)
+        conn.start()
+        log_context = {"conn_id": conn.conn_id, "user_id": conn.user_key}
+        log.info("ws.connected", format=fmt.value, **log_context)
+        conn.send_control(
+            conn.encode(
+                Hello(
+                    conn_id=conn.conn_id,
+                    user_id=principal.user.id,
+                    epoch=head.epoch,
+                    pos=head.pos,
+                    expires_at=int(principal.expires_at.timestamp()),
+                    protocol="json" if fmt is Format.JSON else "msgpack",
+                    resume_grace_ms=int(settings.ws_resume_grace.total_seconds() * 1000),
+                    features=self.features,
+                )
+            )
+        )
+        if auth_request_id is not None:
+            conn.send_control(
+                conn.encode(self._ok(auth_request_id, {"expires_at": int(principal.expires_at.timestamp())}))
+            )
+        loop = asyncio.get_running_loop()
+        grace = loop.call_later(settings.ws_resume_grace.total_seconds(), conn.sync)
+        expiry = asyncio.create_task(self._expire_at(conn, principal.expires_at))
+        try:
+            for hook in self.registry.on_connect:
+                await self._run_hook(hook, conn)
+            await self._read_loop(conn, expiry)
+        finally:
+            grace.cancel()
+            expiry.cancel()
+            self.local.remove(conn)
+            for hook in self.registry.on_disconnect:
+                await self._run_hook(hook, conn)
+            await conn.stop()
+            log.info("ws.disconnected", **log_context)
+
+    async def _run_hook(self, hook: Any, conn: Connection) -> None:
+        try:
+            await hook(conn)
+        except Exception:
+            log.exception(
+                "ws.hook_failed", hook=getattr(hook, "__qualname__", repr(hook)), conn_id=conn.conn_id
+            )
+
+    async def _expire_at(self, conn: Connection, expires_at: datetime) -> None:
+        delay = (expires_at - self.app.clock.now()).total_seconds()
+        await asyncio.sleep(max(0.0, delay))
+        log.info("ws.token_expired", conn_id=conn.conn_id)
+        conn.close(
+            protocol.CLOSE_UNAUTHORIZED,
+            Error(
+                code=protocol.TOKEN_EXPIRED,
+                message="The access token expired; connect again with a fresh one.",
+            ),
+        )
+
+    async def _read_loop(self, conn: Connection, expiry: asyncio.Task[None]) -> None:
+        rule = self.app.settings.ws_rate_limit
+        budget = _FrameBudget(rule.limit, rule.window.total_seconds())
+        websocket = conn.websocket
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                metrics.CLOSES.labels(str(message.get("code", 1005))).inc()
+                return
+            if conn.closing:
+                continue
+            if not budget.take():
+                if budget.strikes > rule.limit:
+                    conn.close(
+                        protocol.CLOSE_RATE_LIMITED,
+                        Error(code=protocol.RATE_LIMITED, message="Too many frames; closing."),
+                    )
+                else:
+                    conn.send_control(
+                        conn.encode(Error(code=protocol.RATE_LIMITED, message="Too many frames; slow down."))
+                    )
+                continue
+            expiry = await self._handle(conn, message, expiry)
+
+    async def _handle(
+        self, conn: Connection, message: MutableMapping[str, Any], expiry: asyncio.Task[None]
+    ) -> asyncio.Task[None]:
+        binary = message.get("text") is None
+        try:
+            frame = self._decode(message)
+        except msgspec.ValidationError as exc:
+            field, reason = describe_validation_error(exc)
+            raw = message.get("bytes") if binary else message.get("text")
+            metrics.FRAMES_IN.labels("invalid").inc()
+            self._reply_error(
+                conn, _peek_id(raw or b"", binary), protocol.BAD_REQUEST, reason, {"field": field}
+            )
+            return expiry
+        except msgspec.DecodeError:
+            metrics.FRAMES_IN.labels("invalid").inc()
+            kind = "MessagePack" if binary else "JSON"
+            self._reply_error(conn, None, protocol.BAD_REQUEST, f"The frame is not valid {kind}.", None)
+            return expiry
+
+        name = message_type(type(frame))
+        metrics.FRAMES_IN.labels(name).inc()
+        if isinstance(frame, Ping):
+            conn.send_control(conn.encode(Pong(id=frame.id)))
+        elif isinstance(frame, Resume):
+            conn.request_resume(frame)
+        elif isinstance(frame, Auth):
+            return await self._renew(conn, frame, expiry)
+        else:
+            conn.sync()
+            await self._dispatch(conn, name, frame)
+        return expiry
+
+    async def _renew(self, conn: Connection, frame: Auth, expiry: asyncio.Task[None]) -> asyncio.Task[None]:
+        try:
+            principal = await self.auth.authenticate(frame.token)
+        except ApiError as exc:
+            self._reply_error(conn, frame.id, exc.code, exc.message, None)
+            return expiry
+        if principal.user.id != conn.user_id:
+            self._reply_error(conn, frame.id, protocol.FORBIDDEN, "That token belongs to another user.", None)
+            return expiry
+        expiry.cancel()
+        conn.session_id = principal.session_id
+        if frame.id is not None:
+            conn.send_control(
+                conn.encode(self._ok(frame.id, {"expires_at": int(principal.expires_at.timestamp())}))
+            )
+        return asyncio.create_task(self._expire_at(conn, principal.expires_at))
+
+    async def _dispatch(self, conn: Connection, name: str, frame: ClientMessage) -> None:
+        handler = self.registry.handlers[name]
+        try:
+            result = await handler.handle(conn, frame)
+        except SocketError as exc:
+            self._reply_error(conn, frame.id, exc.code, exc.message, exc.details)
+            return
+        except Exception:
+            log.exception("ws.handler_failed", type=name, conn_id=conn.conn_id)
+            self._reply_error(
+                conn, frame.id, protocol.INTERNAL_ERROR, "Something went wrong on our side.", None
+            )
+            return
+        if frame.id is not None:
+            conn.send_control(conn.encode(self._ok(frame.id, result)))
+
+    @staticmethod
+    def _ok(request_id: str, result: Any) -> dict[str, Any]:
+        fields = msgspec.to_builtins(result) if result is not None else {}
+        return {"type": "ok", "id": request_id, **fields}
+
+    @staticmethod
+    def _reply_error(
+        conn: Connection, request_id: str | None, code: str, message: str, details: dict[str, Any] | None
+    ) -> None:
+        conn.send_control(conn.encode(Error(code=code, message=message, id=request_id, details=details)))

@@ -1,0 +1,115 @@
+"""Where feature modules declare their socket frames and handlers.
+
+The gateway builds one decoder over every registered client frame, so a frame is decoded and
+validated in one pass, and routes it to its handler. It knows no feature by name.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, Union
+
+import msgspec
+
+from kintsugi_rt.socket.protocol import ClientMessage, ServerMessage
+
+if TYPE_CHECKING:
+    from kintsugi_rt.context import AppContext
+
+
+class SocketError(Exception):
+    """Raised by a handler; becomes the request's ``error`` reply. The connection stays open."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+class SocketContext(Protocol):
+    """What a handler knows about the connection it serves; the gateway's ``Connection`` is one."""
+
+    app: AppContext
+    conn_id: str
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+
+    def push(self, message: ServerMessage) -> None:
+        """Send an ephemeral frame to this connection only."""
+
+    def subscribe(self, topic: str) -> None:
+        """Receive events published to ``topic`` (e.g. one user's presence) on this connection."""
+
+    def unsubscribe(self, topic: str) -> None:
+        """Stop receiving ``topic``."""
+
+
+Result = msgspec.Struct | dict[str, Any] | None
+Handler = Callable[[SocketContext, Any], Awaitable[Result]]
+LifecycleHook = Callable[[SocketContext], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class SocketHandler:
+    """One client frame type, its handler, and an example frame for docs/protocol.md."""
+
+    message: type[ClientMessage]
+    handle: Handler
+    example: ClientMessage
+    result_example: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerEvent:
+    """A frame a module pushes; ``durable`` ones carry ``pos`` and are replayed on resume."""
+
+    message: type[ServerMessage]
+    example: ServerMessage
+    durable: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SocketFeatures:
+    """A module's socket surface."""
+
+    handlers: Sequence[SocketHandler] = ()
+    events: Sequence[ServerEvent] = ()
+    on_connect: Sequence[LifecycleHook] = ()
+    on_disconnect: Sequence[LifecycleHook] = ()
+
+
+def message_type(cls: type[msgspec.Struct]) -> str:
+    tag = cls.__struct_config__.tag
+    assert isinstance(tag, str), f"{cls.__name__} needs a tag"
+    return tag
+
+
+class SocketRegistry:
+    def __init__(
+        self, core_messages: Sequence[type[ClientMessage]], features: Sequence[SocketFeatures]
+    ) -> None:
+        self.handlers: dict[str, SocketHandler] = {}
+        self.events: list[ServerEvent] = []
+        self.on_connect: list[LifecycleHook] = []
+        self.on_disconnect: list[LifecycleHook] = []
+        names = {message_type(cls) for cls in core_messages}
+        for feature in features:
+            for handler in feature.handlers:
+                name = message_type(handler.message)
+                if name in names:
+                    raise ValueError(f"socket message type {name!r} is registered twice")
+                names.add(name)
+                self.handlers[name] = handler
+            self.events.extend(feature.events)
+            self.on_connect.extend(feature.on_connect)
+            self.on_disconnect.extend(feature.on_disconnect)
+        self.client_types: tuple[type[ClientMessage], ...] = (
+            *core_messages,
+            *(h.message for h in self.handlers.values()),
+        )
+        union: Any = Union[self.client_types]  # noqa: UP007 - a runtime union of classes
+        self.json_decoder = msgspec.json.Decoder(union)
+        self.msgpack_decoder = msgspec.msgpack.Decoder(union)

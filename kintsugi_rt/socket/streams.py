@@ -1,0 +1,110 @@
+"""Per-user durable event streams in PostgreSQL.
+
+Appending takes the next position of every recipient's stream under a row lock held until the
+caller's transaction commits. So position N+1 of a user can only be taken once N has committed (or
+rolled back and been handed out again): a reader that sees N+1 can always read 1..N. That is what
+lets a connection fill any gap it notices, whatever order events arrive in across nodes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from kintsugi_rt.socket.codec import encode_json
+from kintsugi_rt.socket.protocol import ServerMessage
+from kintsugi_rt.socket.registry import message_type
+
+
+@dataclass(frozen=True, slots=True)
+class DurableDelivery:
+    """What was appended: hand it to ``Events.publish_durable`` after the transaction commits."""
+
+    body: bytes
+    users: list[str]
+    positions: list[int]
+
+
+async def append(
+    conn: asyncpg.Connection, user_ids: list[uuid.UUID], event: ServerMessage
+) -> DurableDelivery:
+    """Append ``event`` to each user's stream. Call inside the transaction that makes the change."""
+    body = encode_json(event)
+    users = sorted(set(user_ids))
+    if not users:
+        return DurableDelivery(body, [], [])
+    # Lock (creating where missing) in user-id order, so overlapping appends cannot deadlock.
+    await conn.execute(
+        "INSERT INTO event_streams (user_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING", users
+    )
+    await conn.execute(
+        "SELECT 1 FROM event_streams WHERE user_id = ANY($1::uuid[]) ORDER BY user_id FOR UPDATE", users
+    )
+    rows = await conn.fetch(
+        """
+        WITH bumped AS (
+            UPDATE event_streams SET last_pos = last_pos + 1
+            WHERE user_id = ANY($1::uuid[])
+            RETURNING user_id, last_pos
+        ), event AS (
+            INSERT INTO durable_events (type, body) VALUES ($2, $3) RETURNING id
+        )
+        INSERT INTO stream_entries (user_id, pos, event_id)
+        SELECT bumped.user_id, bumped.last_pos, event.id FROM bumped, event
+        RETURNING user_id, pos
+        """,
+        users,
+        message_type(type(event)),
+        body,
+    )
+    return DurableDelivery(body, [str(row["user_id"]) for row in rows], [row["pos"] for row in rows])
+
+
+@dataclass(frozen=True, slots=True)
+class StreamHead:
+    epoch: str
+    pos: int
+
+
+async def head(conn: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID) -> StreamHead:
+    """The stream's epoch and last position, creating the stream on first use."""
+    row = await conn.fetchrow(
+        """
+        WITH created AS (
+            INSERT INTO event_streams (user_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING epoch, last_pos
+        )
+        SELECT epoch, last_pos FROM created
+        UNION ALL
+        SELECT epoch, last_pos FROM event_streams WHERE user_id = $1
+        LIMIT 1
+        """,
+        user_id,
+    )
+    return StreamHead(str(row["epoch"]), row["last_pos"])
+
+
+async def read_range(
+    conn: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID, after: int, upto: int | None, limit: int
+) -> list[tuple[int, bytes]]:
+    """Entries with ``after < pos <= upto`` in order, at most ``limit``."""
+    rows = await conn.fetch(
+        """
+        SELECT e.pos, d.body FROM stream_entries e JOIN durable_events d ON d.id = e.event_id
+        WHERE e.user_id = $1 AND e.pos > $2 AND ($3::bigint IS NULL OR e.pos <= $3)
+        ORDER BY e.pos LIMIT $4
+        """,
+        user_id,
+        after,
+        upto,
+        limit,
+    )
+    return [(row["pos"], bytes(row["body"])) for row in rows]
+
+
+async def trim(conn: asyncpg.Connection | asyncpg.Pool, older_than: datetime) -> int:
+    """Drop events older than the retained window; their stream entries go with them."""
+    status: str = await conn.execute("DELETE FROM durable_events WHERE created_at < $1", older_than)
+    return int(status.split()[-1])
