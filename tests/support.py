@@ -9,6 +9,7 @@ import secrets
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -17,9 +18,11 @@ import asyncpg
 import uvicorn
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from starlette.applications import Starlette
 
 from kintsugi_rt.app import create_app
 from kintsugi_rt.clock import Clock
+from kintsugi_rt.context import AppContext
 from kintsugi_rt.db.embedded import EmbeddedPostgres
 from kintsugi_rt.settings import Settings, load_settings
 
@@ -151,12 +154,37 @@ class _InLoopServer(uvicorn.Server):
         yield
 
 
+@dataclass
+class Node:
+    """One running server: its base URL and its app (whose context tests may use as modules do)."""
+
+    url: str
+    app: Starlette
+    server: uvicorn.Server
+
+    @property
+    def ctx(self) -> AppContext:
+        ctx: AppContext = self.app.state.ctx
+        return ctx
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+
 @contextlib.asynccontextmanager
 async def serve(settings: Settings, clock: Clock | None = None) -> AsyncIterator[str]:
     """Run the app on a real socket in this event loop; yield its base URL."""
+    async with serve_node(settings, clock) as node:
+        yield node.url
+
+
+@contextlib.asynccontextmanager
+async def serve_node(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Node]:
     port = free_port()
+    app = create_app(settings, clock=clock)
     config = uvicorn.Config(
-        create_app(settings, clock=clock),
+        app,
         host="127.0.0.1",
         port=port,
         log_config=None,
@@ -175,7 +203,7 @@ async def serve(settings: Settings, clock: Clock | None = None) -> AsyncIterator
                 task.result()
                 raise RuntimeError("server stopped during start-up")
             await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
+        yield Node(f"http://127.0.0.1:{port}", app, server)
     finally:
         server.should_exit = True
         await task

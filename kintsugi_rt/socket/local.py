@@ -74,9 +74,7 @@ class LocalConnections:
         if envelope.conn is not None:
             conn = self.by_id.get(envelope.conn)
             if conn is not None:
-                conn.send_ephemeral(bodies.get(conn.fmt)) if envelope.ephemeral else conn.send_control(
-                    bodies.get(conn.fmt)
-                )
+                self._send(conn, bodies.get(conn.fmt), envelope.ephemeral)
             return
         if envelope.topic is not None:
             for conn in self.by_topic.get(envelope.topic, ()):
@@ -89,10 +87,14 @@ class LocalConnections:
             return
         for user in envelope.users:
             for conn in self.by_user.get(user, ()):
-                if envelope.ephemeral:
-                    conn.send_ephemeral(bodies.get(conn.fmt))
-                else:
-                    conn.send_control(bodies.get(conn.fmt))
+                self._send(conn, bodies.get(conn.fmt), envelope.ephemeral)
+
+    @staticmethod
+    def _send(conn: Connection, body: bytes, ephemeral: bool) -> None:
+        if ephemeral:
+            conn.send_ephemeral(body)
+        else:
+            conn.send_control(body)
 
     def _close(self, envelope: Envelope) -> None:
         targets: list[Connection] = []
