@@ -36,7 +36,7 @@ from kintsugi_rt.socket.events import Events
 from kintsugi_rt.socket.gateway import Gateway
 from kintsugi_rt.socket.hub import Hub, LocalHub, RedisHub
 from kintsugi_rt.socket.local import LocalConnections
-from kintsugi_rt.socket.protocol import Auth, Ping, Resume
+from kintsugi_rt.socket.protocol import CORE_CLIENT_MESSAGES
 from kintsugi_rt.socket.registry import SocketRegistry
 
 log = get_logger(__name__)
@@ -67,7 +67,6 @@ async def _open_redis(settings: Settings) -> Redis | None:
     return redis
 
 
-CORE_CLIENT_MESSAGES = (Auth, Ping, Resume)
 _TRIM_EVERY_SECONDS = 600
 
 

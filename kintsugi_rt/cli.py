@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Sequence
 
@@ -58,9 +59,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("serve", help="run the server (applies migrations outside production)")
     commands.add_parser("migrate", help="apply pending database migrations and exit")
     commands.add_parser("env-example", help="print .env.example: every setting with its default")
+    commands.add_parser("schema", help="print the JSON Schema of every socket frame")
+    commands.add_parser("protocol-doc", help="print docs/protocol.md, generated from the frame types")
     args = parser.parse_args(argv)
     if args.command == "env-example":
         sys.stdout.write(env_example())
+        return 0
+    if args.command in ("schema", "protocol-doc"):
+        from kintsugi_rt.socket import schema
+
+        if args.command == "schema":
+            sys.stdout.write(json.dumps(schema.json_schema(), indent=2) + "\n")
+        else:
+            sys.stdout.write(schema.protocol_markdown())
         return 0
 
     try:

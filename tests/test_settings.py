@@ -122,3 +122,26 @@ def test_cli_stops_on_a_bad_value_and_names_it(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "PORT: 'nope' is not a whole number" in result.stderr
+
+
+def test_protocol_doc_is_generated_from_the_types() -> None:
+    from kintsugi_rt.socket.schema import protocol_markdown
+
+    assert (ROOT / "docs" / "protocol.md").read_text() == protocol_markdown(), (
+        "regenerate with: kintsugi-rt protocol-doc > docs/protocol.md"
+    )
+
+
+def test_schema_command_prints_every_frame() -> None:
+    import json
+
+    result = subprocess.run(
+        [sys.executable, "-m", "kintsugi_rt", "schema"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    schema = json.loads(result.stdout)
+    titles = set(schema["$defs"])
+    assert {"Auth", "Ping", "Resume", "PresenceWatch", "Hello", "Error", "Resumed", "Presence"} <= titles

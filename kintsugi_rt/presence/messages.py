@@ -23,16 +23,22 @@ class PresenceWatch(ClientMessage, tag="presence.watch"):
 
 
 class PresenceUnwatch(ClientMessage, tag="presence.unwatch"):
+    """Stop receiving ``presence`` events for these users on this socket."""
+
     user_ids: UserIds
 
 
 class UserPresence(msgspec.Struct, omit_defaults=True):
+    """One user's state; ``last_seen`` only while offline."""
+
     user_id: uuid.UUID
     status: Status
     last_seen: datetime | None = None
 
 
 class PresenceState(msgspec.Struct):
+    """The reply to ``presence.watch``: users that exist among those asked for."""
+
     users: list[UserPresence]
 
 

@@ -48,6 +48,9 @@ class Resume(ClientMessage, tag="resume"):
     pos: Annotated[int, msgspec.Meta(ge=0)]
 
 
+CORE_CLIENT_MESSAGES: tuple[type[ClientMessage], ...] = (Auth, Ping, Resume)
+
+
 # --- server frames of the gateway itself ----------------------------------------------------
 
 
@@ -80,6 +83,8 @@ class Error(ServerMessage, tag="error"):
 
 
 class Pong(ServerMessage, tag="pong"):
+    """The answer to ``ping``."""
+
     id: str | None = None
 
 
@@ -129,7 +134,7 @@ ERROR_CODES: dict[str, str] = {
 # --- close codes -------------------------------------------------------------------------------
 
 CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
+CLOSE_SERVICE_RESTART = 1012
 CLOSE_TOO_BIG = 1009
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_UNAUTHORIZED = 4401
@@ -138,7 +143,7 @@ CLOSE_RATE_LIMITED = 4429
 
 CLOSE_CODES: dict[int, str] = {
     CLOSE_NORMAL: "Normal close.",
-    CLOSE_GOING_AWAY: "The server is shutting down; reconnect (to another node) and resume.",
+    CLOSE_SERVICE_RESTART: "The server is shutting down; reconnect (to another node) and resume.",
     CLOSE_TOO_BIG: "A frame was larger than the limit (WS_MAX_FRAME_BYTES, 256 KiB by default).",
     CLOSE_SLOW_CONSUMER: "The outbound queue overflowed with durable events; reconnect and resume.",
     CLOSE_UNAUTHORIZED: "No valid token, the token expired unrenewed, or the login was ended.",
