@@ -119,7 +119,8 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
                 RedisRateLimiter(redis, settings.redis_key_prefix) if redis else MemoryRateLimiter(the_clock)
             )
             hub: Hub = RedisHub(redis, settings.redis_key_prefix) if redis else LocalHub()
-            local = LocalConnections()
+            events = Events(hub, db.pool)
+            local = LocalConnections(on_signal=events.deliver_signal)
             await hub.start(local.deliver)
             stack.push_async_callback(hub.stop)
             ctx = AppContext(
@@ -128,7 +129,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
                 db=db,
                 redis=redis,
                 rate_limiter=limiter,
-                events=Events(hub, db.pool),
+                events=events,
                 node_id=uuid.uuid4().hex[:12],
             )
             app.state.ctx = ctx

@@ -25,6 +25,8 @@ class AppContext:
     node_id: str
     # Long-lived objects modules create at start (e.g. ``"auth"``), looked up by name.
     services: dict[str, object] = field(default_factory=dict)
+    # What is on or off on this node (e.g. ``{"chat": "offline-demo"}``), told to clients in ``hello``.
+    features: dict[str, str] = field(default_factory=dict)
 
 
 def get_context(conn: HTTPConnection) -> AppContext:

@@ -31,6 +31,6 @@ class Module:
 
 def enabled_modules() -> list[Module]:
     """Every feature module, in start order."""
-    from kintsugi_rt import auth, presence
+    from kintsugi_rt import auth, chat, presence
 
-    return [auth.module, presence.module]
+    return [auth.module, presence.module, chat.module]

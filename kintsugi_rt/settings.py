@@ -17,6 +17,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
+
 Environment = Literal["development", "production", "test"]
 
 # Placeholder secrets that must never sign production tokens (the roadmap's example among them).
@@ -39,6 +41,44 @@ class RateLimit:
 
     def __str__(self) -> str:
         return f"{self.limit}/{format_duration(self.window)}"
+
+
+TIERS = ("basic", "premium_starter", "premium_pro", "premium_ultra", "unlimited")
+
+
+class ModelSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One entry of the chat model catalogue (``CHAT_MODELS``)."""
+
+    id: str
+    label: str
+    context_window: int
+    max_output: int
+    tiers: tuple[str, ...] = TIERS
+
+
+DEFAULT_CHAT_MODELS = (
+    '[{"id": "gpt-4o-mini", "label": "GPT-4o mini", "context_window": 128000, "max_output": 16384}, '
+    '{"id": "gpt-4o", "label": "GPT-4o", "context_window": 128000, "max_output": 16384, '
+    '"tiers": ["premium_starter", "premium_pro", "premium_ultra", "unlimited"]}, '
+    '{"id": "gpt-4.1", "label": "GPT-4.1", "context_window": 1047576, "max_output": 32768, '
+    '"tiers": ["premium_pro", "premium_ultra", "unlimited"]}]'
+)
+
+
+def _parse_models(text: str) -> tuple[ModelSpec, ...]:
+    try:
+        models = msgspec.json.decode(text, type=tuple[ModelSpec, ...])
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ValueError(f"not a JSON list of models ({exc})") from None
+    for model in models:
+        unknown = set(model.tiers) - set(TIERS)
+        if unknown:
+            raise ValueError(f"model {model.id!r} names unknown tiers {sorted(unknown)}")
+        if model.context_window <= model.max_output or model.max_output <= 0:
+            raise ValueError(f"model {model.id!r} needs 0 < max_output < context_window")
+    if len({m.id for m in models}) != len(models):
+        raise ValueError("model ids repeat")
+    return models
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +116,17 @@ class Settings:
     ws_max_replay: int
     event_retention: timedelta
     presence_ttl: timedelta
+    openai_api_key: str | None
+    openai_base_url: str | None
+    openai_org_id: str | None
+    openai_stream_usage: bool
+    openai_max_retries: int
+    openai_timeout: timedelta
+    chat_models: tuple[ModelSpec, ...]
+    chat_default_model: str
+    chat_max_output_tokens: int
+    chat_max_input_chars: int
+    chat_delta_interval: timedelta
 
     @property
     def is_production(self) -> bool:
@@ -123,6 +174,16 @@ def _parse_positive_int(text: str) -> int:
         raise ValueError(f"{text!r} is not a whole number") from None
     if value <= 0:
         raise ValueError(f"{text!r} must be greater than zero")
+    return value
+
+
+def _parse_non_negative_int(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise ValueError(f"{text!r} must not be negative")
     return value
 
 
@@ -355,6 +416,71 @@ VARIABLES: tuple[Variable, ...] = (
         "How long durable events stay replayable.",
     ),
     Variable(
+        "OPENAI_API_KEY",
+        "openai_api_key",
+        _parse_str,
+        None,
+        "Chat provider key. Unset: the offline-demo model in development, chat off in production.",
+    ),
+    Variable(
+        "OPENAI_BASE_URL",
+        "openai_base_url",
+        _parse_url(("http", "https")),
+        None,
+        "Any OpenAI-compatible API (OpenAI, Ollama, vLLM, llama.cpp, OpenRouter), e.g. http://localhost:11434/v1.",
+    ),
+    Variable("OPENAI_ORG_ID", "openai_org_id", _parse_str, None, "OpenAI organisation, if any."),
+    Variable(
+        "OPENAI_STREAM_USAGE",
+        "openai_stream_usage",
+        _parse_bool,
+        "true",
+        "Ask for the usage chunk (stream_options.include_usage); turn off for providers that reject it.",
+    ),
+    Variable(
+        "OPENAI_MAX_RETRIES",
+        "openai_max_retries",
+        _parse_non_negative_int,
+        "2",
+        "Retries of 429/5xx/connection errors, with backoff, before the first token only.",
+    ),
+    Variable("OPENAI_TIMEOUT", "openai_timeout", parse_duration, "120s", "Timeout of one provider request."),
+    Variable(
+        "CHAT_MODELS",
+        "chat_models",
+        _parse_models,
+        DEFAULT_CHAT_MODELS,
+        "JSON list of models: id, label, context_window, max_output, tiers allowed.",
+    ),
+    Variable(
+        "CHAT_DEFAULT_MODEL",
+        "chat_default_model",
+        _parse_str,
+        "gpt-4o-mini",
+        "Model of new chats by default.",
+    ),
+    Variable(
+        "CHAT_MAX_OUTPUT_TOKENS",
+        "chat_max_output_tokens",
+        _parse_positive_int,
+        "4096",
+        "Most tokens one answer may have (capped by the model's max_output).",
+    ),
+    Variable(
+        "CHAT_MAX_INPUT_CHARS",
+        "chat_max_input_chars",
+        _parse_positive_int,
+        "32000",
+        "Longest message a user may send to the AI chat.",
+    ),
+    Variable(
+        "CHAT_DELTA_INTERVAL",
+        "chat_delta_interval",
+        parse_duration,
+        "50ms",
+        "Tokens are batched into one chat.delta frame per interval.",
+    ),
+    Variable(
         "PRESENCE_TTL",
         "presence_ttl",
         parse_duration,
@@ -391,6 +517,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)
     if settings.database_pool_min > settings.database_pool_max:
         raise SettingsError("DATABASE_POOL_MIN: must not exceed DATABASE_POOL_MAX")
+    if settings.openai_api_key and settings.chat_default_model not in {m.id for m in settings.chat_models}:
+        raise SettingsError("CHAT_DEFAULT_MODEL: must be one of the CHAT_MODELS ids")
     return settings.replace(jwt_secret=_resolve_jwt_secret(settings))
 
 

@@ -108,6 +108,9 @@ class Connection:
     def push(self, message: ServerMessage) -> None:
         self.send_ephemeral(self.encode(message))
 
+    def send(self, message: ServerMessage) -> None:
+        self.send_control(self.encode(message))
+
     def subscribe(self, topic: str) -> None:
         if topic not in self.topics:
             self.topics.add(topic)

@@ -90,7 +90,6 @@ class Gateway:
         self.registry = registry
         self.local = local
         self.auth = auth
-        self.features: dict[str, str] = {}
 
     # --- handshake ---------------------------------------------------------------------------
 
@@ -192,7 +191,7 @@ class Gateway:
                     expires_at=int(principal.expires_at.timestamp()),
                     protocol="json" if fmt is Format.JSON else "msgpack",
                     resume_grace_ms=int(settings.ws_resume_grace.total_seconds() * 1000),
-                    features=self.features,
+                    features=self.app.features,
                 )
             )
         )

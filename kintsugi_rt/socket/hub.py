@@ -23,6 +23,7 @@ log = get_logger(__name__)
 
 EVENT = "event"
 CLOSE = "close"
+SIGNAL = "signal"
 
 
 class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):

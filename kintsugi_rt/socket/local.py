@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from kintsugi_rt import metrics
 from kintsugi_rt.socket.codec import Format, json_to_msgpack
 from kintsugi_rt.socket.connection import Connection
-from kintsugi_rt.socket.hub import CLOSE, Envelope
+from kintsugi_rt.socket.hub import CLOSE, SIGNAL, Envelope
 from kintsugi_rt.socket.protocol import Error
 
 
@@ -33,7 +34,8 @@ class _Bodies:
 
 
 class LocalConnections:
-    def __init__(self) -> None:
+    def __init__(self, on_signal: Callable[[Envelope], None]) -> None:
+        self._on_signal = on_signal
         self.by_id: dict[str, Connection] = {}
         self.by_user: defaultdict[str, set[Connection]] = defaultdict(set)
         self.by_topic: defaultdict[str, set[Connection]] = defaultdict(set)
@@ -69,6 +71,9 @@ class LocalConnections:
         metrics.HUB_LATENCY.observe(max(0.0, time.time() - envelope.published_at))
         if envelope.kind == CLOSE:
             self._close(envelope)
+            return
+        if envelope.kind == SIGNAL:
+            self._on_signal(envelope)
             return
         bodies = _Bodies(envelope.body)
         if envelope.conn is not None:

@@ -38,7 +38,10 @@ class SocketContext(Protocol):
     session_id: uuid.UUID
 
     def push(self, message: ServerMessage) -> None:
-        """Send an ephemeral frame to this connection only."""
+        """Send an ephemeral frame to this connection only (dropped first under back-pressure)."""
+
+    def send(self, message: ServerMessage) -> None:
+        """Send a frame to this connection only; never dropped (overflow closes the socket with 4008)."""
 
     def subscribe(self, topic: str) -> None:
         """Receive events published to ``topic`` (e.g. one user's presence) on this connection."""

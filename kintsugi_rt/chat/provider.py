@@ -1,0 +1,184 @@
+"""Where answers come from: any OpenAI-compatible API through the official SDK, or the offline demo.
+
+A provider streams ``Piece``s and ends with one ``End``. Closing the iterator (``aclose``), as a
+stop does, closes the upstream HTTP connection at once. Retries of 429/5xx happen inside the SDK,
+with backoff, before the response starts, which is before the first token; nothing is retried
+once tokens have flowed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+import openai
+
+from kintsugi_rt.logs import get_logger
+from kintsugi_rt.settings import Settings
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderUsage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    finish_reason: str
+    usage: ProviderUsage | None
+
+
+class ProviderError(Exception):
+    """The provider failed; ``code`` is what the client sees in ``chat.error``."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+PROVIDER_RATE_LIMITED = "provider_rate_limited"
+PROVIDER_ERROR = "provider_error"
+PROVIDER_UNREACHABLE = "provider_unreachable"
+PROVIDER_REJECTED = "provider_rejected"
+
+
+class Provider(Protocol):
+    def stream(
+        self, model: str, messages: list[dict[str, str]], max_tokens: int
+    ) -> AsyncGenerator[Piece | End, None]: ...
+
+    async def complete(
+        self, model: str, messages: list[dict[str, str]], max_tokens: int
+    ) -> tuple[str, End]: ...
+
+
+def _translate(exc: Exception) -> ProviderError:
+    if isinstance(exc, openai.RateLimitError):
+        return ProviderError(
+            PROVIDER_RATE_LIMITED, "The model provider is rate limiting us; try again shortly."
+        )
+    if isinstance(exc, openai.APIStatusError) and exc.status_code < 500:
+        return ProviderError(
+            PROVIDER_REJECTED, f"The model provider refused the request ({exc.status_code})."
+        )
+    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+        return ProviderError(PROVIDER_UNREACHABLE, "The model provider could not be reached.")
+    return ProviderError(PROVIDER_ERROR, "The model provider failed.")
+
+
+class OpenAIProvider:
+    def __init__(self, settings: Settings) -> None:
+        self._client = openai.AsyncOpenAI(
+            api_key=settings.openai_api_key,
+            base_url=settings.openai_base_url,
+            organization=settings.openai_org_id,
+            max_retries=settings.openai_max_retries,
+            timeout=settings.openai_timeout.total_seconds(),
+        )
+        self._include_usage = settings.openai_stream_usage
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def _open(self, model: str, messages: list[dict[str, str]], max_tokens: int) -> Any:
+        kwargs: dict[str, Any] = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "stream": True,
+        }
+        if self._include_usage:
+            kwargs["stream_options"] = {"include_usage": True}
+        try:
+            return await self._client.chat.completions.create(**kwargs)
+        except openai.BadRequestError as exc:
+            if not self._include_usage or "stream_options" not in str(exc):
+                raise
+            # Some OpenAI-compatible servers refuse stream_options: stop asking, count locally.
+            log.warning("chat.provider_rejects_stream_usage")
+            self._include_usage = False
+            kwargs.pop("stream_options")
+            return await self._client.chat.completions.create(**kwargs)
+
+    async def stream(
+        self, model: str, messages: list[dict[str, str]], max_tokens: int
+    ) -> AsyncGenerator[Piece | End, None]:
+        try:
+            upstream = await self._open(model, messages, max_tokens)
+        except (openai.APIError, httpx.HTTPError) as exc:
+            raise _translate(exc) from exc
+        finish_reason = "stop"
+        usage: ProviderUsage | None = None
+        try:
+            async for chunk in upstream:
+                if chunk.usage is not None:
+                    usage = ProviderUsage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+                for choice in chunk.choices:
+                    if choice.delta is not None and choice.delta.content:
+                        yield Piece(choice.delta.content)
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+        except (openai.APIError, httpx.HTTPError) as exc:
+            raise _translate(exc) from exc
+        finally:
+            await upstream.close()  # on stop: closes the HTTP connection now
+        yield End(finish_reason, usage)
+
+    async def complete(self, model: str, messages: list[dict[str, str]], max_tokens: int) -> tuple[str, End]:
+        try:
+            response = await self._client.chat.completions.create(
+                model=model,
+                messages=messages,  # type: ignore[arg-type]
+                max_tokens=max_tokens,
+            )
+        except (openai.APIError, httpx.HTTPError) as exc:
+            raise _translate(exc) from exc
+        choice = response.choices[0] if response.choices else None
+        text = (choice.message.content or "") if choice else ""
+        usage = (
+            ProviderUsage(response.usage.prompt_tokens, response.usage.completion_tokens)
+            if response.usage
+            else None
+        )
+        return text, End(choice.finish_reason if choice else "stop", usage)
+
+
+OFFLINE_REPLY = (
+    "Offline demo — set OPENAI_API_KEY to talk to a real model. This fixed reply streams at a realistic "
+    "pace so that you can try the whole flow here: streaming, stop, regenerate, edit, history and search."
+)
+
+
+class OfflineDemoProvider:
+    """Development without a provider key: an honest, fixed reply at about 30 words a second."""
+
+    def __init__(self, first_token_delay: float = 0.3, word_interval: float = 0.033) -> None:
+        self._first = first_token_delay
+        self._interval = word_interval
+
+    async def stream(
+        self, model: str, messages: list[dict[str, str]], max_tokens: int
+    ) -> AsyncGenerator[Piece | End, None]:
+        await asyncio.sleep(self._first)
+        words = OFFLINE_REPLY.split(" ")
+        for i, word in enumerate(words[:max_tokens]):
+            if i:
+                await asyncio.sleep(self._interval)
+            yield Piece(word if i == 0 else " " + word)
+        yield End("stop" if max_tokens >= len(words) else "length", None)
+
+    async def complete(self, model: str, messages: list[dict[str, str]], max_tokens: int) -> tuple[str, End]:
+        first_user = next((m["content"] for m in messages if m["role"] == "user"), "")
+        return " ".join(first_user.split()[:6]), End("stop", None)

@@ -1,0 +1,462 @@
+"""AI chat: the handlers behind every ``chat.*`` frame, and the answers this node is generating."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import datetime, timedelta
+
+import asyncpg
+import msgspec
+
+from kintsugi_rt.chat import storage
+from kintsugi_rt.chat.catalogue import Catalogue
+from kintsugi_rt.chat.generation import SERVER_SHUTDOWN, Generation, Request
+from kintsugi_rt.chat.live import LiveAnswers, MemoryLiveAnswers, RedisLiveAnswers
+from kintsugi_rt.chat.messages import (
+    ChatCreate,
+    ChatCreated,
+    ChatDelete,
+    ChatDeleted,
+    ChatEdit,
+    ChatGet,
+    ChatInfo,
+    ChatList,
+    ChatModels,
+    ChatPage,
+    ChatRef,
+    ChatRegenerate,
+    ChatRename,
+    ChatSearch,
+    ChatSend,
+    ChatSnapshot,
+    ChatStarted,
+    ChatStop,
+    ChatSwitch,
+    ChatUpdated,
+    ChatView,
+    MessageInfo,
+    ModelInfo,
+    ModelList,
+    RegenerateResult,
+    SearchResult,
+    SendResult,
+)
+from kintsugi_rt.chat.provider import OfflineDemoProvider, OpenAIProvider, Provider, ProviderError
+from kintsugi_rt.chat.tokens import count_prompt, count_text
+from kintsugi_rt.context import AppContext
+from kintsugi_rt.logs import get_logger
+from kintsugi_rt.settings import ModelSpec
+from kintsugi_rt.socket import streams
+from kintsugi_rt.socket.protocol import BAD_REQUEST, NOT_FOUND, ServerMessage
+from kintsugi_rt.socket.registry import SocketContext, SocketError
+
+log = get_logger(__name__)
+
+PROVIDER_UNAVAILABLE = "provider_unavailable"
+UNKNOWN_MODEL = "unknown_model"
+TIER_REQUIRED = "tier_required"
+GENERATION_IN_PROGRESS = "generation_in_progress"
+CONTEXT_TOO_LONG = "context_too_long"
+CONTENT_TOO_LONG = "content_too_long"
+
+ERROR_CODES = {
+    PROVIDER_UNAVAILABLE: "No model provider is configured on the server (set OPENAI_API_KEY).",
+    UNKNOWN_MODEL: "The model is not in this server's catalogue.",
+    TIER_REQUIRED: "The model needs a higher subscription tier; ``details.tier`` names it.",
+    GENERATION_IN_PROGRESS: "An answer is still streaming in this chat; stop it or wait.",
+    CONTEXT_TOO_LONG: "The message alone is longer than the model's context window.",
+    CONTENT_TOO_LONG: "The message is longer than CHAT_MAX_INPUT_CHARS.",
+    "provider_rate_limited": "(chat.error) The provider kept answering 429 after our retries.",
+    "provider_error": "(chat.error) The provider failed (5xx, or an error in the middle of the stream).",
+    "provider_unreachable": "(chat.error) The provider could not be reached or dropped the connection.",
+    "provider_rejected": "(chat.error) The provider refused the request (4xx).",
+    "server_shutdown": "(chat.error) The node running the answer shut down; the text so far is kept.",
+}
+
+_TITLE_PROMPT = (
+    "Write a title of at most six words for a conversation that starts with the user's message below. "
+    "Answer with the title only, no quotes, in the language of the message."
+)
+_ABANDONED_AFTER = timedelta(minutes=15)
+_STOP_SIGNAL = "chat.stop"
+
+
+class _StopSignal(msgspec.Struct):
+    message_id: uuid.UUID
+
+
+_decode_stop = msgspec.json.Decoder(_StopSignal)
+
+
+def _not_found() -> SocketError:
+    return SocketError(NOT_FOUND, "No such chat or message.")
+
+
+class ChatService:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.catalogue = Catalogue(ctx.settings)
+        self.provider: Provider | None
+        if self.catalogue.provider == "openai":
+            self.provider = OpenAIProvider(ctx.settings)
+        elif self.catalogue.provider == "offline-demo":
+            self.provider = OfflineDemoProvider()
+        else:
+            self.provider = None
+        self.live: LiveAnswers = (
+            RedisLiveAnswers(ctx.redis, ctx.settings.redis_key_prefix) if ctx.redis else MemoryLiveAnswers()
+        )
+        self.generations: dict[uuid.UUID, Generation] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        ctx.features["chat"] = self.catalogue.provider
+        ctx.events.on_signal(_STOP_SIGNAL, self._on_stop_signal)
+
+    async def start(self) -> None:
+        if self.catalogue.provider == "offline-demo":
+            log.warning("chat.offline_demo", hint="set OPENAI_API_KEY to use a real model")
+        elif self.catalogue.provider == "off":
+            log.warning("chat.off", hint="set OPENAI_API_KEY; chat.send answers provider_unavailable")
+        else:
+            log.info(
+                "chat.provider", base_url=self.ctx.settings.openai_base_url or "https://api.openai.com/v1"
+            )
+
+    async def stop(self) -> None:
+        for generation in list(self.generations.values()):
+            generation.stop(SERVER_SHUTDOWN)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=10)
+        if isinstance(self.provider, OpenAIProvider):
+            await self.provider.close()
+
+    # --- chats --------------------------------------------------------------------------------
+
+    async def create(self, conn: SocketContext, message: ChatCreate) -> ChatRef:
+        model_id = message.model or self.catalogue.default
+        if model_id is None:
+            raise SocketError(PROVIDER_UNAVAILABLE, ERROR_CODES[PROVIDER_UNAVAILABLE])
+        await self._allowed_model(conn.user_id, model_id)
+        async with self.ctx.db.pool.acquire() as db, db.transaction():
+            chat = await storage.create_chat(
+                db, conn.user_id, model_id, message.title or "", message.system_prompt
+            )
+            delivery = await streams.append(db, [conn.user_id], ChatCreated(chat=chat))
+        await self.ctx.events.publish_durable(delivery)
+        return ChatRef(chat=chat)
+
+    async def list_chats(self, conn: SocketContext, message: ChatList) -> ChatPage:
+        cursor = _decode_cursor(message.before) if message.before else None
+        chats = await storage.list_chats(self.ctx.db.pool, conn.user_id, cursor, message.limit + 1)
+        more = len(chats) > message.limit
+        chats = chats[: message.limit]
+        next_cursor = f"{chats[-1].updated_at.isoformat()}|{chats[-1].id}" if more and chats else None
+        return ChatPage(chats=chats, next_cursor=next_cursor)
+
+    async def get(self, conn: SocketContext, message: ChatGet) -> ChatView:
+        chat = await storage.get_chat(self.ctx.db.pool, conn.user_id, message.chat_id)
+        if chat is None:
+            raise _not_found()
+        return await self._view(conn.user_id, chat, message.before, message.limit)
+
+    async def switch(self, conn: SocketContext, message: ChatSwitch) -> ChatView:
+        found = await storage.get_message(self.ctx.db.pool, conn.user_id, message.message_id)
+        if found is None:
+            raise _not_found()
+        _, chat_id = found
+        async with self.ctx.db.pool.acquire() as db, db.transaction():
+            leaf = await storage.newest_leaf_under(db, message.message_id)
+            chat = await storage.set_active_leaf(db, chat_id, leaf)
+            delivery = await streams.append(db, [conn.user_id], ChatUpdated(chat=chat))
+        await self.ctx.events.publish_durable(delivery)
+        return await self._view(conn.user_id, chat, None, 50)
+
+    async def rename(self, conn: SocketContext, message: ChatRename) -> ChatRef:
+        async with self.ctx.db.pool.acquire() as db, db.transaction():
+            chat = await storage.rename_chat(
+                db, conn.user_id, message.chat_id, " ".join(message.title.split())
+            )
+            if chat is None:
+                raise _not_found()
+            delivery = await streams.append(db, [conn.user_id], ChatUpdated(chat=chat))
+        await self.ctx.events.publish_durable(delivery)
+        return ChatRef(chat=chat)
+
+    async def delete(self, conn: SocketContext, message: ChatDelete) -> None:
+        pool = self.ctx.db.pool
+        streaming = await pool.fetch(
+            "SELECT m.id FROM chat_messages m JOIN chats c ON c.id = m.chat_id "
+            "WHERE c.id = $1 AND c.user_id = $2 AND m.status = 'streaming'",
+            message.chat_id,
+            conn.user_id,
+        )
+        for row in streaming:
+            await self.ctx.events.signal(_STOP_SIGNAL, _StopSignal(row["id"]))
+        async with pool.acquire() as db, db.transaction():
+            if not await storage.delete_chat(db, conn.user_id, message.chat_id):
+                raise _not_found()
+            delivery = await streams.append(db, [conn.user_id], ChatDeleted(chat_id=message.chat_id))
+        await self.ctx.events.publish_durable(delivery)
+
+    async def search(self, conn: SocketContext, message: ChatSearch) -> SearchResult:
+        hits = await storage.search(self.ctx.db.pool, conn.user_id, message.query, message.limit)
+        return SearchResult(results=hits)
+
+    async def models(self, conn: SocketContext, message: ChatModels) -> ModelList:
+        tier = await self._tier(conn.user_id)
+        infos = []
+        for model in self.catalogue.models.values():
+            allowed = tier in model.tiers
+            infos.append(
+                ModelInfo(
+                    id=model.id,
+                    label=model.label,
+                    context_window=model.context_window,
+                    max_output=model.max_output,
+                    allowed=allowed,
+                    tier_required=None if allowed else self.catalogue.lowest_tier(model),
+                )
+            )
+        return ModelList(models=infos, default=self.catalogue.default, provider=self.catalogue.provider)
+
+    # --- answers ------------------------------------------------------------------------------
+
+    async def send(self, conn: SocketContext, message: ChatSend) -> SendResult:
+        self._check_length(message.content)
+        return await self._answer(conn.user_id, message.chat_id, message.parent_id, message.content)
+
+    async def edit(self, conn: SocketContext, message: ChatEdit) -> SendResult:
+        self._check_length(message.content)
+        found = await storage.get_message(self.ctx.db.pool, conn.user_id, message.message_id)
+        if found is None or found[0].role != "user":
+            raise _not_found()
+        original, chat_id = found
+        return await self._answer(
+            conn.user_id, chat_id, original.parent_id, message.content, sibling_of_root=True
+        )
+
+    async def regenerate(self, conn: SocketContext, message: ChatRegenerate) -> RegenerateResult:
+        found = await storage.get_message(self.ctx.db.pool, conn.user_id, message.message_id)
+        if found is None or found[0].role != "assistant" or found[0].parent_id is None:
+            raise _not_found()
+        answer, chat_id = found
+        result = await self._answer(conn.user_id, chat_id, answer.parent_id, None)
+        return RegenerateResult(message_id=result.message_id)
+
+    async def stop_answer(self, conn: SocketContext, message: ChatStop) -> None:
+        found = await storage.get_message(self.ctx.db.pool, conn.user_id, message.message_id)
+        if found is None:
+            raise _not_found()
+        # The answer may be running on any node: tell them all.
+        await self.ctx.events.signal(_STOP_SIGNAL, _StopSignal(message.message_id))
+
+    def _on_stop_signal(self, payload: bytes) -> None:
+        generation = self.generations.get(_decode_stop.decode(payload).message_id)
+        if generation is not None:
+            generation.stop()
+
+    async def on_connect(self, conn: SocketContext) -> None:
+        """A socket that connects mid-answer gets each answer's text so far; deltas follow."""
+        for answer in await self.live.of_user(conn.user_id):
+            conn.send(
+                ChatSnapshot(
+                    chat_id=answer.chat_id, message_id=answer.message_id, index=answer.index, text=answer.text
+                )
+            )
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _check_length(self, content: str) -> None:
+        limit = self.ctx.settings.chat_max_input_chars
+        if len(content) > limit:
+            raise SocketError(
+                CONTENT_TOO_LONG, f"Messages are limited to {limit} characters.", {"limit": limit}
+            )
+
+    async def _tier(self, user_id: uuid.UUID) -> str:
+        tier: str = await self.ctx.db.pool.fetchval("SELECT tier FROM users WHERE id = $1", user_id)
+        return tier
+
+    async def _allowed_model(self, user_id: uuid.UUID, model_id: str) -> ModelSpec:
+        if self.provider is None:
+            raise SocketError(PROVIDER_UNAVAILABLE, ERROR_CODES[PROVIDER_UNAVAILABLE])
+        model = self.catalogue.get(model_id)
+        if model is None:
+            raise SocketError(
+                UNKNOWN_MODEL, f"No model {model_id!r} here; see chat.models.", {"model": model_id}
+            )
+        if await self._tier(user_id) not in model.tiers:
+            needed = self.catalogue.lowest_tier(model)
+            raise SocketError(TIER_REQUIRED, f"{model.label} needs the {needed} tier.", {"tier": needed})
+        return model
+
+    async def _answer(
+        self,
+        user_id: uuid.UUID,
+        chat_id: uuid.UUID,
+        parent_id: uuid.UUID | None,
+        content: str | None,
+        *,
+        sibling_of_root: bool = False,
+    ) -> SendResult:
+        """Store the user's message (unless regenerating) and start an answer under it."""
+        pool = self.ctx.db.pool
+        chat = await storage.get_chat(pool, user_id, chat_id)
+        if chat is None:
+            raise _not_found()
+        model = await self._allowed_model(user_id, chat.model)
+        assert self.provider is not None
+        max_tokens = self.catalogue.output_budget(model)
+        events: list[ServerMessage] = []
+        async with pool.acquire() as db, db.transaction():
+            await storage.get_chat(db, user_id, chat_id, lock=True)  # one answer at a time per chat
+            await storage.mark_abandoned(db, chat_id, self.ctx.clock.now() - _ABANDONED_AFTER)
+            if await storage.streaming_in(db, chat_id) is not None:
+                raise SocketError(GENERATION_IN_PROGRESS, ERROR_CODES[GENERATION_IN_PROGRESS])
+            if content is not None:
+                parent = parent_id if (parent_id is not None or sibling_of_root) else chat.active_leaf_id
+                await self._check_parent(db, chat_id, parent)
+                question = await storage.insert_message(
+                    db, chat_id, parent, "user", content, "complete", None, count_text(content)
+                )
+                question_id, user_message = question.id, question
+            else:
+                assert parent_id is not None
+                question_id, user_message = parent_id, None
+            prompt, estimate = await self._context(db, chat, model, question_id, max_tokens)
+            answer = await storage.insert_message(
+                db, chat_id, question_id, "assistant", "", "streaming", model.id, 0
+            )
+            chat = await storage.set_active_leaf(db, chat_id, answer.id)
+            events.append(
+                ChatStarted(
+                    chat_id=chat_id,
+                    message_id=answer.id,
+                    parent_id=question_id,
+                    model=model.id,
+                    user_message=user_message,
+                )
+            )
+            delivery = await streams.append(db, [user_id], events[0])
+        await self.ctx.events.publish_durable(delivery)
+        log.info("chat.answer_started", message_id=str(answer.id), model=model.id, prompt_estimate=estimate)
+        request = Request(user_id, chat_id, answer.id, model.id, prompt, max_tokens, estimate)
+        self._launch(Generation(self.ctx, self.provider, self.live, request), first_exchange=chat.title == "")
+        return SendResult(user_message_id=question_id, message_id=answer.id)
+
+    async def _check_parent(
+        self, db: asyncpg.Connection, chat_id: uuid.UUID, parent: uuid.UUID | None
+    ) -> None:
+        if parent is None:
+            return
+        found = await db.fetchval(
+            "SELECT 1 FROM chat_messages WHERE id = $1 AND chat_id = $2", parent, chat_id
+        )
+        if found is None:
+            raise _not_found()
+
+    async def _context(
+        self, db: asyncpg.Connection, chat: ChatInfo, model: ModelSpec, leaf_id: uuid.UUID, max_tokens: int
+    ) -> tuple[list[dict[str, str]], int]:
+        """The prompt for an answer to ``leaf_id``: system prompt, then as much recent history as fits
+        in the model's context window next to the answer's own budget. Oldest turns go first."""
+        path = [(m, n) for m, n in await storage.path_to(db, chat.id, leaf_id) if m.content]
+        budget = model.context_window - max_tokens
+        system = [{"role": "system", "content": chat.system_prompt}] if chat.system_prompt else []
+        sizes = [count_text(chat.system_prompt)] if chat.system_prompt else []
+        history = list(path)
+        while history and count_prompt(sizes + [n for _, n in history]) > budget:
+            if len(history) == 1:
+                raise SocketError(
+                    CONTEXT_TOO_LONG,
+                    f"The message does not fit in {model.label}'s context window.",
+                    {"context_window": model.context_window},
+                )
+            history.pop(0)
+        messages = system + [{"role": m.role, "content": m.content} for m, _ in history]
+        return messages, count_prompt(sizes + [n for _, n in history])
+
+    def _launch(self, generation: Generation, *, first_exchange: bool) -> None:
+        message_id = generation.request.message_id
+        self.generations[message_id] = generation
+
+        async def run() -> None:
+            try:
+                await generation.run()
+                if first_exchange:
+                    await self._title(generation.request)
+            finally:
+                self.generations.pop(message_id, None)
+
+        task = asyncio.create_task(run(), name=f"chat-answer-{message_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _title(self, request: Request) -> None:
+        """After the first exchange, a short title, pushed as chat.updated."""
+        first_user = next((m["content"] for m in request.messages if m["role"] == "user"), "")
+        if not first_user or self.provider is None:
+            return
+        prompt = [
+            {"role": "system", "content": _TITLE_PROMPT},
+            {"role": "user", "content": first_user[:2000]},
+        ]
+        try:
+            text, end = await self.provider.complete(request.model, prompt, 24)
+        except ProviderError as exc:
+            log.info("chat.title_failed", code=exc.code)
+            text, end = "", None
+        title = " ".join(text.strip().strip("\"'«»").split())[:80] or " ".join(first_user.split()[:6])[:80]
+        async with self.ctx.db.pool.acquire() as db, db.transaction():
+            chat = await storage.set_title_if_empty(db, request.chat_id, title)
+            if end is not None:
+                usage = end.usage
+                await storage.record_usage(
+                    db,
+                    user_id=request.user_id,
+                    chat_id=request.chat_id,
+                    message_id=None,
+                    purpose="title",
+                    model=request.model,
+                    prompt_tokens=usage.prompt_tokens
+                    if usage
+                    else count_prompt([count_text(first_user[:2000]), 40]),
+                    completion_tokens=usage.completion_tokens if usage else count_text(text),
+                    source="provider" if usage else "estimated",
+                )
+            if chat is None:  # renamed meanwhile, or deleted
+                return
+            delivery = await streams.append(db, [request.user_id], ChatUpdated(chat=chat))
+        await self.ctx.events.publish_durable(delivery)
+
+    async def _view(
+        self, user_id: uuid.UUID, chat: ChatInfo, before: uuid.UUID | None, limit: int
+    ) -> ChatView:
+        if chat.active_leaf_id is None:
+            return ChatView(chat=chat, messages=[], has_more=False)
+        pool = self.ctx.db.pool
+        path = [m for m, _ in await storage.path_to(pool, chat.id, chat.active_leaf_id)]
+        end = len(path)
+        if before is not None:
+            positions = {m.id: i for i, m in enumerate(path)}
+            if before not in positions:
+                raise _not_found()
+            end = positions[before]
+        page = path[max(0, end - limit) : end]
+        family = await storage.siblings(pool, chat.id, page) if page else {}
+        live = {a.message_id: a for a in await self.live.of_user(user_id)}
+        messages: list[MessageInfo] = []
+        for m in page:
+            content = live[m.id].text if m.status == "streaming" and m.id in live else m.content
+            messages.append(
+                msgspec.structs.replace(m, content=content, siblings=family.get(m.parent_id, [m.id]))
+            )
+        return ChatView(chat=chat, messages=messages, has_more=end - limit > 0)
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        stamp, _, chat_id = cursor.partition("|")
+        return datetime.fromisoformat(stamp), uuid.UUID(chat_id)
+    except ValueError:
+        raise SocketError(BAD_REQUEST, "Not a cursor from chat.list.", {"field": "before"}) from None
