@@ -59,11 +59,14 @@ class AccessTokens:
             )
             if claims["typ"] != ACCESS_TYPE:
                 raise TokenInvalid("not an access token")
+            if not all(isinstance(claims[name], str) for name in ("sub", "sid", "jti")):
+                raise TokenInvalid("sub, sid and jti must be strings")
             user_id = uuid.UUID(claims["sub"])
             session_id = uuid.UUID(claims["sid"])
             issued_at = datetime.fromtimestamp(int(claims["iat"]), tz=now.tzinfo)
             expires_at = datetime.fromtimestamp(int(claims["exp"]), tz=now.tzinfo)
-        except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
+        except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError, OSError) as exc:
+            # Only a token we signed gets this far, but its claims are still checked like input.
             raise TokenInvalid(str(exc)) from None
         if expires_at <= now:
             raise TokenExpired

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kintsugi_rt.chat import messages as m
-from kintsugi_rt.chat.service import ChatService
+from kintsugi_rt.chat.service import ERROR_CODES, ChatService
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.modules import Module
 from kintsugi_rt.socket.registry import ServerEvent, SocketContext, SocketFeatures, SocketHandler
@@ -166,5 +166,7 @@ module = Module(
     name="chat",
     on_startup=(_start,),
     on_shutdown=(_stop,),
-    socket=SocketFeatures(handlers=_HANDLERS, events=_EVENTS, on_connect=(_connected,)),
+    socket=SocketFeatures(
+        handlers=_HANDLERS, events=_EVENTS, on_connect=(_connected,), error_codes=ERROR_CODES
+    ),
 )

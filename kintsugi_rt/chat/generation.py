@@ -191,7 +191,7 @@ class Generation:
                 content=outcome.text,
             )
         async with self.ctx.db.pool.acquire() as conn, conn.transaction():
-            await storage.finish_message(
+            kept = await storage.finish_message(
                 conn,
                 req.message_id,
                 content=outcome.text,
@@ -202,20 +202,23 @@ class Generation:
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
             )
+            # The chat may have been deleted meanwhile: the tokens were still spent, so still billed.
             await storage.record_usage(
                 conn,
                 user_id=req.user_id,
-                chat_id=req.chat_id,
-                message_id=req.message_id,
+                chat_id=req.chat_id if kept else None,
+                message_id=req.message_id if kept else None,
                 purpose="answer",
                 model=req.model,
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 source=usage.source,
             )
-            await storage.touch_chat(conn, req.chat_id)
-            delivery = await streams.append(conn, [req.user_id], event)
-        await self.ctx.events.publish_durable(delivery)
+            if kept:
+                await storage.touch_chat(conn, req.chat_id)
+                delivery = await streams.append(conn, [req.user_id], event)
+        if kept:
+            await self.ctx.events.publish_durable(delivery)
         log.info(
             "chat.answer_finished",
             message_id=str(req.message_id),

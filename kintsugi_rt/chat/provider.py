@@ -13,7 +13,6 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
 import openai
 
 from kintsugi_rt.logs import get_logger
@@ -73,7 +72,7 @@ def _translate(exc: Exception) -> ProviderError:
         return ProviderError(
             PROVIDER_REJECTED, f"The model provider refused the request ({exc.status_code})."
         )
-    if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+    if isinstance(exc, openai.APIConnectionError):
         return ProviderError(PROVIDER_UNREACHABLE, "The model provider could not be reached.")
     return ProviderError(PROVIDER_ERROR, "The model provider failed.")
 
@@ -117,7 +116,7 @@ class OpenAIProvider:
     ) -> AsyncGenerator[Piece | End, None]:
         try:
             upstream = await self._open(model, messages, max_tokens)
-        except (openai.APIError, httpx.HTTPError) as exc:
+        except openai.APIError as exc:
             raise _translate(exc) from exc
         finish_reason = "stop"
         usage: ProviderUsage | None = None
@@ -130,7 +129,7 @@ class OpenAIProvider:
                         yield Piece(choice.delta.content)
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
-        except (openai.APIError, httpx.HTTPError) as exc:
+        except openai.APIError as exc:
             raise _translate(exc) from exc
         finally:
             await upstream.close()  # on stop: closes the HTTP connection now
@@ -143,7 +142,7 @@ class OpenAIProvider:
                 messages=messages,  # type: ignore[arg-type]
                 max_tokens=max_tokens,
             )
-        except (openai.APIError, httpx.HTTPError) as exc:
+        except openai.APIError as exc:
             raise _translate(exc) from exc
         choice = response.choices[0] if response.choices else None
         text = (choice.message.content or "") if choice else ""

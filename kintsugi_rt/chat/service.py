@@ -406,15 +406,16 @@ class ChatService:
         except ProviderError as exc:
             log.info("chat.title_failed", code=exc.code)
             text, end = "", None
-        title = " ".join(text.strip().strip("\"'«»").split())[:80] or " ".join(first_user.split()[:6])[:80]
+        title = _short_title(text.strip().strip("\"'«»")) or _short_title(" ".join(first_user.split()[:6]))
         async with self.ctx.db.pool.acquire() as db, db.transaction():
             chat = await storage.set_title_if_empty(db, request.chat_id, title)
+            exists = chat is not None or await storage.chat_exists(db, request.chat_id)
             if end is not None:
                 usage = end.usage
                 await storage.record_usage(
                     db,
                     user_id=request.user_id,
-                    chat_id=request.chat_id,
+                    chat_id=request.chat_id if exists else None,
                     message_id=None,
                     purpose="title",
                     model=request.model,
@@ -452,6 +453,17 @@ class ChatService:
                 msgspec.structs.replace(m, content=content, siblings=family.get(m.parent_id, [m.id]))
             )
         return ChatView(chat=chat, messages=messages, has_more=end - limit > 0)
+
+
+def _short_title(text: str, limit: int = 80) -> str:
+    """Whole words only, at most ``limit`` characters."""
+    title = ""
+    for word in text.split():
+        candidate = f"{title} {word}" if title else word
+        if len(candidate) > limit:
+            break
+        title = candidate
+    return title or text[:limit]
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:

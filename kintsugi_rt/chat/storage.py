@@ -251,8 +251,9 @@ async def finish_message(
     tokens: int,
     prompt_tokens: int,
     completion_tokens: int,
-) -> None:
-    await db.execute(
+) -> bool:
+    """Store how an answer ended; ``False`` if the message is gone (its chat was deleted meanwhile)."""
+    result: str = await db.execute(
         "UPDATE chat_messages SET content = $2, status = $3, finish_reason = $4, error_code = $5, "
         "tokens = $6, prompt_tokens = $7, completion_tokens = $8, updated_at = clock_timestamp() "
         "WHERE id = $1",
@@ -265,6 +266,11 @@ async def finish_message(
         prompt_tokens,
         completion_tokens,
     )
+    return result.endswith(" 1")
+
+
+async def chat_exists(db: Executor, chat_id: uuid.UUID) -> bool:
+    return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM chats WHERE id = $1)", chat_id))
 
 
 async def record_usage(

@@ -7,8 +7,8 @@ validated in one pass, and routes it to its handler. It knows no feature by name
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import msgspec
@@ -82,6 +82,7 @@ class SocketFeatures:
     events: Sequence[ServerEvent] = ()
     on_connect: Sequence[LifecycleHook] = ()
     on_disconnect: Sequence[LifecycleHook] = ()
+    error_codes: Mapping[str, str] = field(default_factory=dict)  # code -> meaning, for docs/protocol.md
 
 
 def message_type(cls: type[msgspec.Struct]) -> str:
@@ -98,6 +99,7 @@ class SocketRegistry:
         self.events: list[ServerEvent] = []
         self.on_connect: list[LifecycleHook] = []
         self.on_disconnect: list[LifecycleHook] = []
+        self.error_codes: dict[str, str] = {}
         names = {message_type(cls) for cls in core_messages}
         for feature in features:
             for handler in feature.handlers:
@@ -109,6 +111,7 @@ class SocketRegistry:
             self.events.extend(feature.events)
             self.on_connect.extend(feature.on_connect)
             self.on_disconnect.extend(feature.on_disconnect)
+            self.error_codes.update(feature.error_codes)
         self.client_types: tuple[type[ClientMessage], ...] = (
             *core_messages,
             *(h.message for h in self.handlers.values()),

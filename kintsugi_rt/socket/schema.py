@@ -113,7 +113,7 @@ ignored. Durable events carry `pos`, their position in the user's stream; see `d
 
 _ERRORS_NOTE = (
     "Auth failures on connect use the REST codes (`invalid_token`, `token_expired`, `session_revoked`)\n"
-    "before closing with 4401. Feature modules add their own codes, listed with their frames."
+    "before closing with 4401."
 )
 
 
@@ -161,7 +161,10 @@ def protocol_markdown() -> str:
         "",
         "| code | meaning |",
         "|---|---|",
-        *(f"| `{code}` | {text} |" for code, text in protocol.ERROR_CODES.items()),
+        *(
+            f"| `{code}` | {text} |"
+            for code, text in {**protocol.ERROR_CODES, **registry.error_codes}.items()
+        ),
         "",
         _ERRORS_NOTE,
         "",
