@@ -47,6 +47,11 @@ class _IdPeek(msgspec.Struct):
     id: str | None = None
 
 
+# What decoding hostile bytes can raise besides DecodeError: nesting deeper than the decoder's
+# recursion limit, and invalid UTF-8 inside a MessagePack string.
+_UNDECODABLE = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError)
+_MAX_REASON = 200
+
 _peek_json = msgspec.json.Decoder(_IdPeek)
 _peek_msgpack = msgspec.msgpack.Decoder(_IdPeek)
 
@@ -55,13 +60,17 @@ def _peek_id(data: bytes | str, binary: bool) -> str | None:
     """The request id of a frame that failed validation, so its error can still be matched."""
     try:
         found = _peek_msgpack.decode(data) if isinstance(data, bytes) else _peek_json.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except _UNDECODABLE:
         return None
     return found.id if found.id is not None and len(found.id) <= 64 else None
 
 
 class _FrameBudget:
-    """Token bucket: ``limit`` frames per ``window`` with bursts up to ``limit``."""
+    """Token bucket: ``limit`` frames per ``window`` with bursts up to ``limit``.
+
+    ``strikes`` counts refused frames until the client calms down (the bucket is half full again),
+    so a steady flood just above the refill rate is closed too, not only a burst.
+    """
 
     def __init__(self, limit: int, window_seconds: float) -> None:
         self._capacity = float(limit)
@@ -74,9 +83,10 @@ class _FrameBudget:
         now = time.monotonic()
         self._tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._rate)
         self._stamp = now
+        if self._tokens >= self._capacity / 2:
+            self.strikes = 0
         if self._tokens >= 1:
             self._tokens -= 1
-            self.strikes = 0
             return True
         self.strikes += 1
         return False
@@ -156,7 +166,7 @@ class Gateway:
     def _decode_quietly(self, message: MutableMapping[str, Any]) -> ClientMessage | None:
         try:
             return self._decode(message)
-        except (msgspec.DecodeError, msgspec.ValidationError):
+        except _UNDECODABLE:
             return None
 
     def _decode(self, message: MutableMapping[str, Any]) -> ClientMessage:
@@ -267,13 +277,14 @@ class Gateway:
             frame = self._decode(message)
         except msgspec.ValidationError as exc:
             field, reason = describe_validation_error(exc)
+            reason = reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 1] + "…"
             raw = message.get("bytes") if binary else message.get("text")
             metrics.FRAMES_IN.labels("invalid").inc()
             self._reply_error(
                 conn, _peek_id(raw or b"", binary), protocol.BAD_REQUEST, reason, {"field": field}
             )
             return expiry
-        except msgspec.DecodeError:
+        except _UNDECODABLE:
             metrics.FRAMES_IN.labels("invalid").inc()
             kind = "MessagePack" if binary else "JSON"
             self._reply_error(conn, None, protocol.BAD_REQUEST, f"The frame is not valid {kind}.", None)
