@@ -74,8 +74,6 @@ def is_valid_frame(frame: Frame) -> bool:
     return True
 
 
-
-
 class _Unknown:
     """The expected ``id`` of an error reply cannot be told from the frame (e.g. non-str map keys)."""
 
