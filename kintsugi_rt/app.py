@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -58,7 +58,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _open_redis(settings: Settings) -> Redis | None:
     if settings.redis_url is None:
         return None
-    redis = Redis.from_url(settings.redis_url)
+    # Wait for a free connection instead of failing when a burst (a disconnect storm) wants more.
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=settings.redis_max_connections, timeout=10
+    )
+    redis = Redis(connection_pool=pool)
     try:
         await redis.ping()
     except Exception as exc:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from kintsugi_rt.logs import configure_logging, get_logger
-from kintsugi_rt.settings import Settings, SettingsError, env_example, load_settings
+from kintsugi_rt.settings import TIERS, Settings, SettingsError, env_example, load_settings
 
 
 def _serve(settings: Settings) -> int:
@@ -53,12 +53,51 @@ async def _migrate(settings: Settings) -> int:
     return 0
 
 
+async def _set_tier(settings: Settings, email: str, tier: str) -> int:
+    """Run against the database (and Redis, so live sockets hear of it at once when there is one)."""
+    from redis.asyncio import Redis
+
+    from kintsugi_rt.billing.service import set_tier_by_hand
+    from kintsugi_rt.clock import SystemClock
+    from kintsugi_rt.context import AppContext
+    from kintsugi_rt.db.database import Database
+    from kintsugi_rt.ratelimit import MemoryRateLimiter
+    from kintsugi_rt.socket.events import Events
+    from kintsugi_rt.socket.hub import Hub, LocalHub, RedisHub
+
+    log = get_logger("kintsugi_rt.cli")
+    db = await Database.open(settings)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    hub: Hub = RedisHub(redis, settings.redis_key_prefix) if redis else LocalHub()
+    clock = SystemClock()
+    ctx = AppContext(settings, clock, db, redis, MemoryRateLimiter(clock), Events(hub, db.pool), "cli")
+    try:
+        user_id = await set_tier_by_hand(ctx, email, tier)
+    except (LookupError, ValueError) as exc:
+        sys.stderr.write(f"kintsugi-rt: {exc}\n")
+        return 1
+    finally:
+        if redis is not None:
+            await redis.aclose()
+        await db.close()
+    log.info("users.tier_set", user_id=str(user_id), tier=tier)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kintsugi-rt", description="Kintsugi RT real-time server")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("serve", help="run the server (applies migrations outside production)")
     commands.add_parser("migrate", help="apply pending database migrations and exit")
     commands.add_parser("env-example", help="print .env.example: every setting with its default")
+    users = commands.add_parser("users", help="manage users").add_subparsers(
+        dest="users_command", required=True
+    )
+    set_tier = users.add_parser(
+        "set-tier", help="set a user's tier by hand (servers without Stripe, support)"
+    )
+    set_tier.add_argument("email")
+    set_tier.add_argument("tier", choices=TIERS)
     commands.add_parser("schema", help="print the JSON Schema of every socket frame")
     commands.add_parser("protocol-doc", help="print docs/protocol.md, generated from the frame types")
     args = parser.parse_args(argv)
@@ -84,4 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "serve":
         return _serve(settings)
+    if args.command == "users":
+        return asyncio.run(_set_tier(settings, args.email, args.tier))
     return asyncio.run(_migrate(settings))

@@ -6,6 +6,7 @@ Codes are stable names clients may branch on; ``docs/auth.md`` lists them.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import msgspec
 from starlette.responses import Response
@@ -15,6 +16,7 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     code: str
     message: str
     fields: dict[str, str] | None = None
+    details: dict[str, Any] | None = None
 
 
 class ErrorEnvelope(msgspec.Struct):
@@ -32,8 +34,10 @@ class ApiError(Exception):
         *,
         fields: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
+        self.details = dict(details) if details else None
         self.status = status
         self.code = code
         self.message = message
@@ -48,15 +52,25 @@ def error_response(
     *,
     fields: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
+    details: Mapping[str, Any] | None = None,
 ) -> Response:
-    body = ErrorEnvelope(ErrorBody(code=code, message=message, fields=dict(fields) if fields else None))
+    body = ErrorEnvelope(
+        ErrorBody(
+            code=code,
+            message=message,
+            fields=dict(fields) if fields else None,
+            details=dict(details) if details else None,
+        )
+    )
     return Response(
         msgspec.json.encode(body), status_code=status, media_type="application/json", headers=headers
     )
 
 
 def render_api_error(exc: ApiError) -> Response:
-    return error_response(exc.status, exc.code, exc.message, fields=exc.fields, headers=exc.headers)
+    return error_response(
+        exc.status, exc.code, exc.message, fields=exc.fields, headers=exc.headers, details=exc.details
+    )
 
 
 # Codes shared by every module. Feature modules define their own next to their handlers.

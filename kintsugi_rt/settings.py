@@ -92,6 +92,7 @@ class Settings:
     data_dir: Path
     redis_url: str | None
     redis_key_prefix: str
+    redis_max_connections: int
     jwt_secret: str
     jwt_access_expiry: timedelta
     jwt_refresh_expiry: timedelta
@@ -127,6 +128,36 @@ class Settings:
     chat_max_output_tokens: int
     chat_max_input_chars: int
     chat_delta_interval: timedelta
+    basic_token_limit: int
+    premium_starter_token_limit: int
+    premium_pro_token_limit: int
+    premium_ultra_token_limit: int
+    unlimited_token_limit: int
+    token_reset_interval: timedelta
+    stripe_secret_key: str | None
+    stripe_webhook_secret: str | None
+    stripe_api_base: str | None
+    stripe_price_premium_starter: str | None
+    stripe_price_premium_pro: str | None
+    stripe_price_premium_ultra: str | None
+    stripe_price_unlimited: str | None
+    billing_success_url: str
+    billing_cancel_url: str
+    billing_portal_return_url: str
+
+    def token_limit(self, tier: str) -> int:
+        """Tokens a tier may use per window; -1 means no limit."""
+        limit: int = getattr(self, f"{tier}_token_limit")
+        return limit
+
+    def stripe_prices(self) -> dict[str, str]:
+        """Stripe price id -> tier, for the prices that are configured."""
+        prices = {}
+        for tier in TIERS[1:]:
+            price = getattr(self, f"stripe_price_{tier}")
+            if price:
+                prices[price] = tier
+        return prices
 
     @property
     def is_production(self) -> bool:
@@ -184,6 +215,16 @@ def _parse_non_negative_int(text: str) -> int:
         raise ValueError(f"{text!r} is not a whole number") from None
     if value < 0:
         raise ValueError(f"{text!r} must not be negative")
+    return value
+
+
+def _parse_token_limit(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if value < -1:
+        raise ValueError(f"{text!r} must be a number of tokens, or -1 for no limit")
     return value
 
 
@@ -294,6 +335,13 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable(
         "REDIS_KEY_PREFIX", "redis_key_prefix", _parse_str, "kintsugi:", "Prefix of every Redis key we write."
+    ),
+    Variable(
+        "REDIS_MAX_CONNECTIONS",
+        "redis_max_connections",
+        _parse_positive_int,
+        "64",
+        "Redis connections per node; a burst beyond waits for a free one.",
     ),
     Variable(
         "JWT_SECRET",
@@ -479,6 +527,118 @@ VARIABLES: tuple[Variable, ...] = (
         parse_duration,
         "50ms",
         "Tokens are batched into one chat.delta frame per interval.",
+    ),
+    Variable(
+        "BASIC_TOKEN_LIMIT",
+        "basic_token_limit",
+        _parse_token_limit,
+        "100000",
+        "Tokens the basic tier may use per window (-1: no limit).",
+    ),
+    Variable(
+        "PREMIUM_STARTER_TOKEN_LIMIT",
+        "premium_starter_token_limit",
+        _parse_token_limit,
+        "500000",
+        "Tokens the premium_starter tier may use per window (-1: no limit).",
+    ),
+    Variable(
+        "PREMIUM_PRO_TOKEN_LIMIT",
+        "premium_pro_token_limit",
+        _parse_token_limit,
+        "2000000",
+        "Tokens the premium_pro tier may use per window (-1: no limit).",
+    ),
+    Variable(
+        "PREMIUM_ULTRA_TOKEN_LIMIT",
+        "premium_ultra_token_limit",
+        _parse_token_limit,
+        "5000000",
+        "Tokens the premium_ultra tier may use per window (-1: no limit).",
+    ),
+    Variable(
+        "UNLIMITED_TOKEN_LIMIT",
+        "unlimited_token_limit",
+        _parse_token_limit,
+        "-1",
+        "Tokens the unlimited tier may use per window (-1: no limit).",
+    ),
+    Variable(
+        "TOKEN_RESET_INTERVAL",
+        "token_reset_interval",
+        parse_duration,
+        "6h",
+        "Length of a usage window; windows start at multiples of it since 1970-01-01 UTC.",
+    ),
+    Variable(
+        "STRIPE_SECRET_KEY",
+        "stripe_secret_key",
+        _parse_str,
+        None,
+        "Stripe API key. Unset: billing routes answer 503 billing_disabled; tiers are set by hand.",
+    ),
+    Variable(
+        "STRIPE_WEBHOOK_SECRET",
+        "stripe_webhook_secret",
+        _parse_str,
+        None,
+        "Signing secret of the webhook endpoint.",
+    ),
+    Variable(
+        "STRIPE_API_BASE",
+        "stripe_api_base",
+        _parse_url(("http", "https")),
+        None,
+        "Stripe API address (tests point it at a local fake); unset: Stripe's own.",
+    ),
+    Variable(
+        "STRIPE_PRICE_PREMIUM_STARTER",
+        "stripe_price_premium_starter",
+        _parse_str,
+        None,
+        "Stripe price id of the premium_starter subscription.",
+    ),
+    Variable(
+        "STRIPE_PRICE_PREMIUM_PRO",
+        "stripe_price_premium_pro",
+        _parse_str,
+        None,
+        "Stripe price id of the premium_pro subscription.",
+    ),
+    Variable(
+        "STRIPE_PRICE_PREMIUM_ULTRA",
+        "stripe_price_premium_ultra",
+        _parse_str,
+        None,
+        "Stripe price id of the premium_ultra subscription.",
+    ),
+    Variable(
+        "STRIPE_PRICE_UNLIMITED",
+        "stripe_price_unlimited",
+        _parse_str,
+        None,
+        "Stripe price id of the unlimited subscription.",
+    ),
+    Variable(
+        "BILLING_SUCCESS_URL",
+        "billing_success_url",
+        _parse_url(("http", "https")),
+        "http://localhost:3000/billing/success?session_id={CHECKOUT_SESSION_ID}",
+        "Where Checkout sends the user after paying.",
+    ),
+    Variable(
+        "BILLING_CANCEL_URL",
+        "billing_cancel_url",
+        _parse_url(("http", "https")),
+        "http://localhost:3000/billing/cancel",
+        "Where Checkout sends the user who gives up.",
+    ),
+    Variable(
+        "BILLING_PORTAL_RETURN_URL",
+        "billing_portal_return_url",
+        _parse_url(("http", "https")),
+        "http://localhost:3000/settings/billing",
+        "Where the Customer Portal returns to.",
     ),
     Variable(
         "PRESENCE_TTL",

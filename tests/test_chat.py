@@ -83,15 +83,17 @@ async def open_chat(node: Node, **create: Any) -> tuple[Socket, str]:
 async def collect_answer(
     sock: Socket, message_id: str, timeout: float = 10
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Deltas of one answer, then its chat.done or chat.error."""
+    """Deltas of one answer, then its chat.done or chat.error; other frames stay in the backlog."""
     deltas: list[dict[str, Any]] = []
+    pending = [f for f in sock.backlog if f.get("message_id") == message_id]
+    sock.backlog = [f for f in sock.backlog if f.get("message_id") != message_id]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        frame = await sock.recv(timeout=max(0.01, deadline - loop.time()))
+        frame = pending.pop(0) if pending else await sock.read(max(0.01, deadline - loop.time()))
         if frame.get("message_id") != message_id:
-            continue
-        if frame["type"] == "chat.delta":
+            sock.backlog.append(frame)
+        elif frame["type"] == "chat.delta":
             deltas.append(frame)
         elif frame["type"] in ("chat.done", "chat.error"):
             return deltas, frame

@@ -69,7 +69,7 @@ def is_valid_frame(frame: Frame) -> bool:
             _REGISTRY.json_decoder.decode(frame)
         else:
             _REGISTRY.msgpack_decoder.decode(frame)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError):
         return False
     return True
 

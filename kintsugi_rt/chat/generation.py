@@ -13,6 +13,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from kintsugi_rt.billing.meter import UsageMeter
+from kintsugi_rt.billing.usage import Reservation
 from kintsugi_rt.chat import storage
 from kintsugi_rt.chat.live import LiveAnswers
 from kintsugi_rt.chat.messages import ChatDelta, ChatDone, ChatError, Usage
@@ -39,6 +41,7 @@ class Request:
     messages: list[dict[str, str]]
     max_tokens: int
     prompt_estimate: int
+    reservation: Reservation | None = None
 
 
 @dataclass(slots=True)
@@ -51,8 +54,11 @@ class Outcome:
 
 
 class Generation:
-    def __init__(self, ctx: AppContext, provider: Provider, live: LiveAnswers, request: Request) -> None:
+    def __init__(
+        self, ctx: AppContext, provider: Provider, live: LiveAnswers, meter: UsageMeter, request: Request
+    ) -> None:
         self.ctx = ctx
+        self.meter = meter
         self.provider = provider
         self.live = live
         self.request = request
@@ -213,12 +219,15 @@ class Generation:
                 prompt_tokens=usage.prompt_tokens,
                 completion_tokens=usage.completion_tokens,
                 source=usage.source,
+                at=self.ctx.clock.now(),
             )
+            await self.meter.settle_in(conn, req.reservation)
             if kept:
                 await storage.touch_chat(conn, req.chat_id)
                 delivery = await streams.append(conn, [req.user_id], event)
         if kept:
             await self.ctx.events.publish_durable(delivery)
+        await self.meter.settled(req.user_id, req.reservation, usage.prompt_tokens + usage.completion_tokens)
         log.info(
             "chat.answer_finished",
             message_id=str(req.message_id),

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import asyncpg
 import msgspec
 
+from kintsugi_rt.billing import TOKEN_LIMIT_EXCEEDED
+from kintsugi_rt.billing.meter import UsageMeter
+from kintsugi_rt.billing.usage import LimitExceeded, Reservation
 from kintsugi_rt.chat import storage
 from kintsugi_rt.chat.catalogue import Catalogue
 from kintsugi_rt.chat.generation import SERVER_SHUTDOWN, Generation, Request
@@ -48,8 +52,9 @@ from kintsugi_rt.context import AppContext
 from kintsugi_rt.logs import get_logger
 from kintsugi_rt.settings import ModelSpec
 from kintsugi_rt.socket import streams
-from kintsugi_rt.socket.protocol import BAD_REQUEST, NOT_FOUND, ServerMessage
+from kintsugi_rt.socket.protocol import BAD_REQUEST, NOT_FOUND
 from kintsugi_rt.socket.registry import SocketContext, SocketError
+from kintsugi_rt.socket.streams import DurableDelivery
 
 log = get_logger(__name__)
 
@@ -82,6 +87,13 @@ _ABANDONED_AFTER = timedelta(minutes=15)
 _STOP_SIGNAL = "chat.stop"
 
 
+@dataclass(frozen=True, slots=True)
+class _Started:
+    delivery: DurableDelivery
+    request: Request
+    question_id: uuid.UUID
+
+
 class _StopSignal(msgspec.Struct):
     message_id: uuid.UUID
 
@@ -107,6 +119,9 @@ class ChatService:
         self.live: LiveAnswers = (
             RedisLiveAnswers(ctx.redis, ctx.settings.redis_key_prefix) if ctx.redis else MemoryLiveAnswers()
         )
+        meter = ctx.services["usage"]
+        assert isinstance(meter, UsageMeter), "the billing module starts before chat"
+        self.meter = meter
         self.generations: dict[uuid.UUID, Generation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         ctx.features["chat"] = self.catalogue.provider
@@ -305,44 +320,90 @@ class ChatService:
         if chat is None:
             raise _not_found()
         model = await self._allowed_model(user_id, chat.model)
-        assert self.provider is not None
+        provider = self.provider
+        assert provider is not None
+        held: list[Reservation] = []
+        try:
+            async with pool.acquire() as db, db.transaction():
+                started = await self._store_question(
+                    db, user_id, chat, model, parent_id, content, sibling_of_root, held
+                )
+        except BaseException:
+            for reservation in held:  # the answer never started: give the tokens back
+                await self.meter.release(reservation)
+            raise
+        await self.ctx.events.publish_durable(started.delivery)
+        request = started.request
+        log.info(
+            "chat.answer_started",
+            message_id=str(request.message_id),
+            model=model.id,
+            prompt_estimate=request.prompt_estimate,
+        )
+        self._launch(
+            Generation(self.ctx, provider, self.live, self.meter, request), first_exchange=chat.title == ""
+        )
+        return SendResult(user_message_id=started.question_id, message_id=request.message_id)
+
+    async def _store_question(
+        self,
+        db: asyncpg.Connection,
+        user_id: uuid.UUID,
+        chat: ChatInfo,
+        model: ModelSpec,
+        parent_id: uuid.UUID | None,
+        content: str | None,
+        sibling_of_root: bool,
+        held: list[Reservation],
+    ) -> _Started:
+        """Inside one transaction: checks, the user's message, the token reservation, the empty answer."""
+        await storage.get_chat(db, user_id, chat.id, lock=True)  # one answer at a time per chat
+        await storage.mark_abandoned(db, chat.id, self.ctx.clock.now() - _ABANDONED_AFTER)
+        if await storage.streaming_in(db, chat.id) is not None:
+            raise SocketError(GENERATION_IN_PROGRESS, ERROR_CODES[GENERATION_IN_PROGRESS])
+        user_message: MessageInfo | None = None
+        if content is not None:
+            parent = parent_id if (parent_id is not None or sibling_of_root) else chat.active_leaf_id
+            await self._check_parent(db, chat.id, parent)
+            user_message = await storage.insert_message(
+                db, chat.id, parent, "user", content, "complete", None, count_text(content)
+            )
+            question_id = user_message.id
+        else:
+            assert parent_id is not None
+            question_id = parent_id
         max_tokens = self.catalogue.output_budget(model)
-        events: list[ServerMessage] = []
-        async with pool.acquire() as db, db.transaction():
-            await storage.get_chat(db, user_id, chat_id, lock=True)  # one answer at a time per chat
-            await storage.mark_abandoned(db, chat_id, self.ctx.clock.now() - _ABANDONED_AFTER)
-            if await storage.streaming_in(db, chat_id) is not None:
-                raise SocketError(GENERATION_IN_PROGRESS, ERROR_CODES[GENERATION_IN_PROGRESS])
-            if content is not None:
-                parent = parent_id if (parent_id is not None or sibling_of_root) else chat.active_leaf_id
-                await self._check_parent(db, chat_id, parent)
-                question = await storage.insert_message(
-                    db, chat_id, parent, "user", content, "complete", None, count_text(content)
-                )
-                question_id, user_message = question.id, question
-            else:
-                assert parent_id is not None
-                question_id, user_message = parent_id, None
-            prompt, estimate = await self._context(db, chat, model, question_id, max_tokens)
-            answer = await storage.insert_message(
-                db, chat_id, question_id, "assistant", "", "streaming", model.id, 0
-            )
-            chat = await storage.set_active_leaf(db, chat_id, answer.id)
-            events.append(
-                ChatStarted(
-                    chat_id=chat_id,
-                    message_id=answer.id,
-                    parent_id=question_id,
-                    model=model.id,
-                    user_message=user_message,
-                )
-            )
-            delivery = await streams.append(db, [user_id], events[0])
-        await self.ctx.events.publish_durable(delivery)
-        log.info("chat.answer_started", message_id=str(answer.id), model=model.id, prompt_estimate=estimate)
-        request = Request(user_id, chat_id, answer.id, model.id, prompt, max_tokens, estimate)
-        self._launch(Generation(self.ctx, self.provider, self.live, request), first_exchange=chat.title == "")
-        return SendResult(user_message_id=question_id, message_id=answer.id)
+        prompt, estimate = await self._context(db, chat, model, question_id, max_tokens)
+        try:
+            reservation = await self.meter.reserve(user_id, estimate + max_tokens)
+        except LimitExceeded as exc:
+            state = exc.state
+            raise SocketError(
+                TOKEN_LIMIT_EXCEEDED,
+                f"This needs up to {exc.requested} tokens; {max(0, state.limit - state.used)} are left "
+                f"until {state.reset_at.isoformat()}.",
+                {
+                    "limit": state.limit,
+                    "used": state.used,
+                    "reset_at": state.reset_at.isoformat(),
+                    "tier": state.tier,
+                },
+            ) from None
+        held.append(reservation)
+        answer = await storage.insert_message(
+            db, chat.id, question_id, "assistant", "", "streaming", model.id, 0
+        )
+        await storage.set_active_leaf(db, chat.id, answer.id)
+        started = ChatStarted(
+            chat_id=chat.id,
+            message_id=answer.id,
+            parent_id=question_id,
+            model=model.id,
+            user_message=user_message,
+        )
+        delivery = await streams.append(db, [user_id], started)
+        request = Request(user_id, chat.id, answer.id, model.id, prompt, max_tokens, estimate, reservation)
+        return _Started(delivery, request, question_id)
 
     async def _check_parent(
         self, db: asyncpg.Connection, chat_id: uuid.UUID, parent: uuid.UUID | None
@@ -407,11 +468,19 @@ class ChatService:
             log.info("chat.title_failed", code=exc.code)
             text, end = "", None
         title = _short_title(text.strip().strip("\"'«»")) or _short_title(" ".join(first_user.split()[:6]))
+        spent = 0
+        delivery = None
         async with self.ctx.db.pool.acquire() as db, db.transaction():
             chat = await storage.set_title_if_empty(db, request.chat_id, title)
             exists = chat is not None or await storage.chat_exists(db, request.chat_id)
-            if end is not None:
+            if end is not None:  # the provider answered: its tokens count, like an answer's
                 usage = end.usage
+                prompt_tokens = (
+                    usage.prompt_tokens
+                    if usage
+                    else count_prompt([count_text(prompt[0]["content"]), count_text(prompt[1]["content"])])
+                )
+                completion_tokens = usage.completion_tokens if usage else count_text(text)
                 await storage.record_usage(
                     db,
                     user_id=request.user_id,
@@ -419,16 +488,18 @@ class ChatService:
                     message_id=None,
                     purpose="title",
                     model=request.model,
-                    prompt_tokens=usage.prompt_tokens
-                    if usage
-                    else count_prompt([count_text(first_user[:2000]), 40]),
-                    completion_tokens=usage.completion_tokens if usage else count_text(text),
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
                     source="provider" if usage else "estimated",
+                    at=self.ctx.clock.now(),
                 )
-            if chat is None:  # renamed meanwhile, or deleted
-                return
-            delivery = await streams.append(db, [request.user_id], ChatUpdated(chat=chat))
-        await self.ctx.events.publish_durable(delivery)
+                spent = prompt_tokens + completion_tokens
+            if chat is not None:  # not renamed or deleted meanwhile
+                delivery = await streams.append(db, [request.user_id], ChatUpdated(chat=chat))
+        if delivery is not None:
+            await self.ctx.events.publish_durable(delivery)
+        if spent:
+            await self.meter.settled(request.user_id, None, spent)
 
     async def _view(
         self, user_id: uuid.UUID, chat: ChatInfo, before: uuid.UUID | None, limit: int

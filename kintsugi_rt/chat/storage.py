@@ -284,10 +284,11 @@ async def record_usage(
     prompt_tokens: int,
     completion_tokens: int,
     source: str,
+    at: datetime,
 ) -> None:
     await db.execute(
         "INSERT INTO usage_ledger (user_id, chat_id, message_id, purpose, model, prompt_tokens, "
-        "completion_tokens, source) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "completion_tokens, source, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         user_id,
         chat_id,
         message_id,
@@ -296,6 +297,7 @@ async def record_usage(
         prompt_tokens,
         completion_tokens,
         source,
+        at,
     )
 
 

@@ -27,6 +27,8 @@ from kintsugi_rt.socket.registry import SocketContext
 
 log = get_logger(__name__)
 
+_HEARTBEAT_BATCH = 500
+
 AudienceProvider = Callable[[uuid.UUID], Awaitable[set[uuid.UUID]]]
 
 
@@ -117,9 +119,11 @@ class PresenceService:
                 log.warning("presence.upkeep_failed", job=job.__name__, error=repr(exc))
 
     async def _heartbeat(self) -> None:
-        for conn_id, user in list(self._local.items()):
-            if await self.store.connect(user, conn_id):  # lapsed and swept meanwhile: back online
-                await self._announce(uuid.UUID(user), "online", None)
+        assert isinstance(self.store, RedisPresence)
+        sockets = [(user, conn_id) for conn_id, user in self._local.items()]
+        for chunk in range(0, len(sockets), _HEARTBEAT_BATCH):
+            for user in await self.store.refresh(sockets[chunk : chunk + _HEARTBEAT_BATCH]):
+                await self._announce(uuid.UUID(user), "online", None)  # lapsed and swept meanwhile
 
     async def _sweep_once(self) -> None:
         for user in await self.store.sweep():

@@ -125,6 +125,19 @@ class RedisPresence:
         )
         return bool(result)
 
+    async def refresh(self, sockets: list[tuple[str, str]]) -> list[str]:
+        """The heartbeat: re-arm many sockets in one round trip; users that had lapsed come back."""
+        now = self._now_ms()
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for user, conn in sockets:
+                await self._connect(
+                    keys=[self._sockets_prefix + user, self._index],
+                    args=[conn, now + self._ttl_ms, now, user],
+                    client=pipe,
+                )
+            results = await pipe.execute()
+        return [user for (user, _), back in zip(sockets, results, strict=True) if back]
+
     async def sweep(self) -> list[str]:
         gone = await self._sweep(keys=[self._index], args=[self._now_ms(), self._sockets_prefix, 500])
         return [g.decode() if isinstance(g, bytes) else str(g) for g in gone]

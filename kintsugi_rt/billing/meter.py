@@ -1,0 +1,124 @@
+"""The usage meter other modules call: reserve, release, settle; and what the socket shows of usage."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from kintsugi_rt.billing.messages import UsageHistoryResult, UsageRow, UsageUpdated, UsageWarning
+from kintsugi_rt.billing.tiers import current_tier
+from kintsugi_rt.billing.usage import (
+    Counters,
+    LimitExceeded,
+    PostgresCounters,
+    RedisCounters,
+    Reservation,
+    UsageState,
+    window_start,
+)
+from kintsugi_rt.context import AppContext
+from kintsugi_rt.logs import get_logger
+
+log = get_logger(__name__)
+
+WARNING_THRESHOLDS = (80, 100)
+MAX_HISTORY = timedelta(days=366)
+
+
+class UsageMeter:
+    def __init__(self, ctx: AppContext) -> None:
+        self._ctx = ctx
+        self._interval = ctx.settings.token_reset_interval
+        self.counters: Counters = (
+            RedisCounters(ctx.redis, ctx.settings.redis_key_prefix, ctx.db.pool, self._interval)
+            if ctx.redis is not None
+            else PostgresCounters(ctx.db.pool)
+        )
+
+    def _window(self) -> tuple[datetime, datetime, datetime]:
+        now = self._ctx.clock.now()
+        start = window_start(now, self._interval)
+        return now, start, start + self._interval
+
+    async def state(self, user_id: uuid.UUID) -> UsageState:
+        _, start, reset_at = self._window()
+        tier = await current_tier(self._ctx.db.pool, user_id)
+        used = await self.counters.used(user_id, start)
+        return UsageState(tier=tier, used=used, limit=self._ctx.settings.token_limit(tier), reset_at=reset_at)
+
+    async def reserve(self, user_id: uuid.UUID, amount: int) -> Reservation:
+        """Hold ``amount`` tokens for one request, or raise ``LimitExceeded`` (nothing held)."""
+        now, start, reset_at = self._window()
+        tier = await current_tier(self._ctx.db.pool, user_id)
+        limit = self._ctx.settings.token_limit(tier)
+        reservation = Reservation(uuid.uuid4(), user_id, amount)
+        ok, used = await self.counters.reserve(reservation, limit, start, now)
+        if not ok:
+            log.info("usage.limit_exceeded", user_id=str(user_id), used=used, limit=limit, requested=amount)
+            raise LimitExceeded(UsageState(tier=tier, used=used, limit=limit, reset_at=reset_at), amount)
+        return reservation
+
+    async def release(self, reservation: Reservation) -> None:
+        await self.counters.release(reservation)
+
+    async def settle_in(self, conn: asyncpg.Connection, reservation: Reservation | None) -> None:
+        """Call inside the transaction that writes the ledger row."""
+        if reservation is not None:
+            await self.counters.settle_in(conn, reservation)
+
+    async def settled(self, user_id: uuid.UUID, reservation: Reservation | None, tokens: int) -> None:
+        """After the ledger row committed: update the counters and tell the user's sockets."""
+        _, start, reset_at = self._window()
+        used = await self.counters.settled(user_id, reservation, tokens, start)
+        tier = await current_tier(self._ctx.db.pool, user_id)
+        limit = self._ctx.settings.token_limit(tier)
+        events = self._ctx.events
+        await events.push(
+            [user_id], UsageUpdated(tier=tier, used=used, limit=limit, reset_at=reset_at), droppable=False
+        )
+        if limit <= 0:
+            return
+        before = used - tokens
+        for threshold in WARNING_THRESHOLDS:
+            if before * 100 < threshold * limit <= used * 100:
+                warning = UsageWarning(
+                    threshold=threshold, tier=tier, used=used, limit=limit, reset_at=reset_at
+                )
+                await events.push([user_id], warning, droppable=False)
+
+    async def push_state(self, user_id: uuid.UUID) -> None:
+        """After a tier change: the new limit, at once."""
+        state = await self.state(user_id)
+        await self._ctx.events.push(
+            [user_id],
+            UsageUpdated(tier=state.tier, used=state.used, limit=state.limit, reset_at=state.reset_at),
+            droppable=False,
+        )
+
+    async def history(
+        self, user_id: uuid.UUID, start: datetime, end: datetime, group_by: str
+    ) -> UsageHistoryResult:
+        key = "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')" if group_by == "day" else "model"
+        rows = await self._ctx.db.pool.fetch(
+            f"SELECT {key} AS key, SUM(prompt_tokens) AS prompt, SUM(completion_tokens) AS completion, "  # noqa: S608
+            "count(*) AS requests FROM usage_ledger "
+            "WHERE user_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY 1 ORDER BY 1",
+            user_id,
+            start,
+            end,
+        )
+        return UsageHistoryResult(
+            group_by=group_by,
+            rows=[
+                UsageRow(
+                    key=r["key"],
+                    prompt_tokens=r["prompt"],
+                    completion_tokens=r["completion"],
+                    total_tokens=r["prompt"] + r["completion"],
+                    requests=r["requests"],
+                )
+                for r in rows
+            ],
+        )

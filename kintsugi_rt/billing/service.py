@@ -1,0 +1,229 @@
+"""Subscriptions: Checkout, the Customer Portal, and Stripe webhooks turned into tiers.
+
+Webhooks are verified on the raw body, applied once (the event id is recorded in the transaction
+that applies it), and order-proof: the subscription is re-fetched from Stripe rather than read from
+the payload, and a snapshot older than the stored period is never applied.
+
+Past-due policy: while Stripe retries a failed payment (``past_due``) the paid tier stays, and the
+user is told (``attention: payment_failed``). When Stripe gives up (``unpaid``, ``canceled``,
+``incomplete_expired``) or the subscription ends, the user is back on ``basic`` at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import stripe
+
+from kintsugi_rt.auth.messages import User
+from kintsugi_rt.billing import storage
+from kintsugi_rt.billing.messages import SubscriptionUpdated
+from kintsugi_rt.billing.meter import UsageMeter
+from kintsugi_rt.billing.stripe_api import StripeApi, SubscriptionSnapshot
+from kintsugi_rt.context import AppContext
+from kintsugi_rt.errors import ApiError
+from kintsugi_rt.logs import get_logger
+from kintsugi_rt.settings import TIERS
+from kintsugi_rt.socket import streams
+
+log = get_logger(__name__)
+
+BILLING_DISABLED = "billing_disabled"
+ALREADY_SUBSCRIBED = "already_subscribed"
+NO_CUSTOMER = "no_customer"
+INVALID_SIGNATURE = "invalid_signature"
+PROVIDER_ERROR = "billing_provider_error"
+
+PAID_STATUSES = {"active", "trialing", "past_due"}
+HANDLED_EVENTS = {
+    "checkout.session.completed",
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.paid",
+    "invoice.payment_failed",
+    "invoice.payment_action_required",
+}
+_ATTENTION = {
+    "invoice.payment_failed": "payment_failed",
+    "invoice.payment_action_required": "payment_action_required",
+}
+
+
+def _subscription_id(obj: dict[str, Any]) -> str | None:
+    """The subscription an event is about, wherever this API version puts it."""
+    if obj.get("object") == "subscription":
+        return str(obj["id"])
+    found = obj.get("subscription")
+    if found is None:  # invoices in newer API versions
+        found = ((obj.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+    if isinstance(found, dict):
+        found = found.get("id")
+    return str(found) if found else None
+
+
+class BillingService:
+    def __init__(self, ctx: AppContext, meter: UsageMeter) -> None:
+        self.ctx = ctx
+        self.meter = meter
+        settings = ctx.settings
+        self.api = StripeApi(settings) if settings.stripe_secret_key else None
+        self.prices = settings.stripe_prices()  # price id -> tier
+        ctx.features["billing"] = "stripe" if self.api else "off"
+
+    def require_api(self) -> StripeApi:
+        if self.api is None:
+            raise ApiError(
+                503, BILLING_DISABLED, "Billing is not configured on this server (STRIPE_SECRET_KEY)."
+            )
+        return self.api
+
+    # --- REST -----------------------------------------------------------------------------------
+
+    async def checkout(self, user: User, tier: str) -> dict[str, str]:
+        api = self.require_api()
+        price = next((p for p, t in self.prices.items() if t == tier), None)
+        if price is None:
+            raise ApiError(
+                422,
+                "validation_failed",
+                "No such paid tier here.",
+                fields={"tier": f"One of {self._paid_tiers()}."},
+            )
+        current = await storage.subscription_of(self.ctx.db.pool, user.id)
+        if current is not None and current["status"] in PAID_STATUSES:
+            raise ApiError(
+                409, ALREADY_SUBSCRIBED, "You already have a subscription; change it in the portal."
+            )
+        customer = await self._customer(api, user)
+        session_id, url = await self._call(api.checkout(customer, price, str(user.id)))
+        log.info("billing.checkout_created", user_id=str(user.id), tier=tier, session_id=session_id)
+        return {"id": session_id, "url": url}
+
+    async def portal(self, user: User) -> dict[str, str]:
+        api = self.require_api()
+        customer = await storage.customer_of(self.ctx.db.pool, user.id)
+        if customer is None:
+            raise ApiError(409, NO_CUSTOMER, "There is no billing account yet; subscribe first.")
+        return {"url": await self._call(api.portal(customer))}
+
+    async def subscription(self, user: User) -> dict[str, Any]:
+        self.require_api()
+        row = await storage.subscription_of(self.ctx.db.pool, user.id)
+        tier: str = await self.ctx.db.pool.fetchval("SELECT tier FROM users WHERE id = $1", user.id)
+        return {
+            "tier": tier,
+            "status": row["status"] if row else "none",
+            "current_period_end": row["current_period_end"] if row else None,
+            "cancel_at_period_end": row["cancel_at_period_end"] if row else False,
+        }
+
+    def _paid_tiers(self) -> str:
+        return ", ".join(t for t in TIERS if t in self.prices.values())
+
+    async def _call(self, call: Any) -> Any:
+        try:
+            return await call
+        except stripe.StripeError as exc:
+            log.warning("billing.stripe_failed", error=repr(exc))
+            raise ApiError(502, PROVIDER_ERROR, "The payment provider failed; try again.") from None
+
+    async def _customer(self, api: StripeApi, user: User) -> str:
+        """The user's one Stripe customer, created on first need."""
+        async with self.ctx.db.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user.id
+            )  # one creator at a time
+            existing = await storage.customer_of(conn, user.id)
+            if existing is not None:
+                return existing
+            customer_id: str = await self._call(
+                api.create_customer(user.email, user.display_name, str(user.id))
+            )
+            await storage.save_customer(conn, user.id, customer_id)
+            return customer_id
+
+    # --- webhooks --------------------------------------------------------------------------------
+
+    async def webhook(self, payload: bytes, signature: str | None) -> dict[str, Any]:
+        api = self.require_api()
+        if not signature:
+            raise ApiError(400, INVALID_SIGNATURE, "Missing Stripe-Signature header.")
+        try:
+            event = api.verify(payload, signature)
+        except (stripe.SignatureVerificationError, ValueError):
+            log.warning("billing.webhook_rejected")
+            raise ApiError(400, INVALID_SIGNATURE, "The signature is not valid or too old.") from None
+        event_id, event_type = str(event["id"]), str(event["type"])
+        if event_type not in HANDLED_EVENTS:
+            return {"received": True, "applied": False}
+        obj: dict[str, Any] = event["data"]["object"]
+        sub_id = _subscription_id(obj)
+        snapshot = await self._call(api.subscription(sub_id)) if sub_id else None
+        applied = await self._apply(event_id, event_type, obj, snapshot)
+        return {"received": True, "applied": applied}
+
+    async def _apply(
+        self, event_id: str, event_type: str, obj: dict[str, Any], snapshot: SubscriptionSnapshot | None
+    ) -> bool:
+        customer = snapshot.customer if snapshot else obj.get("customer")
+        async with self.ctx.db.pool.acquire() as conn, conn.transaction():
+            if not await storage.claim_event(conn, event_id, event_type):
+                log.info("billing.event_replayed", event_id=event_id)
+                return False
+            user_id = await storage.user_of_customer(conn, str(customer)) if customer else None
+            if user_id is None or snapshot is None:
+                log.warning("billing.event_without_user", event_id=event_id, type=event_type)
+                return False
+            await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+            stored = await storage.subscription_of(conn, user_id)
+            if stored is not None and stored["stripe_subscription_id"] == snapshot.id:
+                if not storage.newer_or_same(stored["current_period_end"], snapshot.current_period_end):
+                    log.info("billing.stale_snapshot_ignored", event_id=event_id)
+                    return False
+            elif (
+                stored is not None
+                and stored["status"] in PAID_STATUSES
+                and snapshot.status not in PAID_STATUSES
+            ):
+                # An old, ended subscription must not override the one the user has now.
+                log.info("billing.other_subscription_ignored", event_id=event_id)
+                return False
+            tier = self._tier_for(snapshot)
+            await storage.save_subscription(conn, user_id, snapshot, tier)
+            previous = await storage.set_tier(conn, user_id, tier)
+            update = SubscriptionUpdated(
+                tier=tier,
+                status=snapshot.status,
+                current_period_end=snapshot.current_period_end,
+                cancel_at_period_end=snapshot.cancel_at_period_end,
+                attention=_ATTENTION.get(event_type),
+            )
+            delivery = await streams.append(conn, [user_id], update)
+        await self.ctx.events.publish_durable(delivery)
+        if previous != tier:
+            log.info("billing.tier_changed", user_id=str(user_id), old=previous, new=tier, event_id=event_id)
+            await self.meter.push_state(user_id)
+        return True
+
+    def _tier_for(self, snapshot: SubscriptionSnapshot) -> str:
+        if snapshot.status not in PAID_STATUSES or snapshot.price_id is None:
+            return "basic"
+        return self.prices.get(snapshot.price_id, "basic")
+
+
+async def set_tier_by_hand(ctx: AppContext, email: str, tier: str) -> uuid.UUID:
+    """``kintsugi-rt users set-tier``: for servers without Stripe, or support."""
+    if tier not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}; one of {', '.join(TIERS)}")
+    async with ctx.db.pool.acquire() as conn, conn.transaction():
+        user_id: uuid.UUID | None = await conn.fetchval(
+            "SELECT id FROM users WHERE lower(email) = lower($1)", email
+        )
+        if user_id is None:
+            raise LookupError(f"no user with email {email!r}")
+        await storage.set_tier(conn, user_id, tier)
+        delivery = await streams.append(conn, [user_id], SubscriptionUpdated(tier=tier, status="manual"))
+    await ctx.events.publish_durable(delivery)
+    return user_id

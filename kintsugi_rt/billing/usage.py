@@ -1,0 +1,223 @@
+"""Token limits per tier and window: reserve before the upstream call, settle with the real usage.
+
+Windows are fixed and shared by everyone: they start at every multiple of ``TOKEN_RESET_INTERVAL``
+since 1970-01-01 00:00 UTC (for 6 h: 00:00, 06:00, 12:00, 18:00 UTC), and ``reset_at`` is the next
+one. ``used`` is the sum of the usage ledger's rows in the window — the ledger is the truth.
+
+A reservation (the prompt estimate plus the request's ``max_tokens``) must fit beside what is used and
+what is already reserved; checking and reserving is one atomic step per user (a row lock in
+PostgreSQL, one Lua script in Redis), so concurrent requests can never reserve more than the limit
+together. The only overspend left is a request whose real usage exceeds its own reservation (the
+provider counted the prompt a little higher than we did): at most one request's reservation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import asyncpg
+import msgspec
+from redis.asyncio import Redis
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A reservation whose answer never settled (its node died) stops counting after this.
+RESERVATION_TTL = timedelta(minutes=15)
+
+
+def window_start(now: datetime, interval: timedelta) -> datetime:
+    return EPOCH + ((now - EPOCH) // interval) * interval
+
+
+class UsageState(msgspec.Struct):
+    tier: str
+    used: int
+    limit: int  # -1: no limit
+    reset_at: datetime
+
+
+class LimitExceeded(Exception):
+    def __init__(self, state: UsageState, requested: int) -> None:
+        super().__init__("token limit exceeded")
+        self.state = state
+        self.requested = requested
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    id: uuid.UUID
+    user_id: uuid.UUID
+    amount: int
+
+
+class Counters(Protocol):
+    """Where ``used`` and the reservations are counted: PostgreSQL, or Redis rebuilt from it."""
+
+    async def reserve(
+        self, reservation: Reservation, limit: int, start: datetime, now: datetime
+    ) -> tuple[bool, int]:
+        """Reserve atomically if it fits; return (reserved?, used)."""
+        ...
+
+    async def release(self, reservation: Reservation) -> None: ...
+
+    async def settle_in(self, conn: asyncpg.Connection, reservation: Reservation) -> None:
+        """Inside the transaction that writes the ledger row."""
+        ...
+
+    async def settled(
+        self, user_id: uuid.UUID, reservation: Reservation | None, tokens: int, start: datetime
+    ) -> int:
+        """After that transaction committed; return ``used`` now."""
+        ...
+
+    async def used(self, user_id: uuid.UUID, start: datetime) -> int: ...
+
+
+async def ledger_sum(db: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID, start: datetime) -> int:
+    used: int = await db.fetchval(
+        "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage_ledger "
+        "WHERE user_id = $1 AND created_at >= $2",
+        user_id,
+        start,
+    )
+    return used
+
+
+class PostgresCounters:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def reserve(
+        self, reservation: Reservation, limit: int, start: datetime, now: datetime
+    ) -> tuple[bool, int]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            # The user's row lock makes check-and-reserve one step against concurrent requests.
+            await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", reservation.user_id)
+            used = await ledger_sum(conn, reservation.user_id, start)
+            reserved: int = await conn.fetchval(
+                "SELECT COALESCE(SUM(amount), 0) FROM usage_reservations "
+                "WHERE user_id = $1 AND expires_at > $2",
+                reservation.user_id,
+                now,
+            )
+            if limit >= 0 and used + reserved + reservation.amount > limit:
+                return False, used
+            await conn.execute(
+                "INSERT INTO usage_reservations (id, user_id, amount, expires_at) VALUES ($1, $2, $3, $4)",
+                reservation.id,
+                reservation.user_id,
+                reservation.amount,
+                now + RESERVATION_TTL,
+            )
+            return True, used
+
+    async def release(self, reservation: Reservation) -> None:
+        await self._pool.execute("DELETE FROM usage_reservations WHERE id = $1", reservation.id)
+
+    async def settle_in(self, conn: asyncpg.Connection, reservation: Reservation) -> None:
+        await conn.execute("DELETE FROM usage_reservations WHERE id = $1", reservation.id)
+
+    async def settled(
+        self, user_id: uuid.UUID, reservation: Reservation | None, tokens: int, start: datetime
+    ) -> int:
+        return await ledger_sum(self._pool, user_id, start)
+
+    async def used(self, user_id: uuid.UUID, start: datetime) -> int:
+        return await ledger_sum(self._pool, user_id, start)
+
+
+# Reservations live in a hash (id -> "amount:expires_ms"); expired ones are dropped as they are read.
+# A missing "used" key (a new window, or Redis lost its data) answers -1: rebuild it from the ledger.
+_RESERVE = """
+local used = redis.call('GET', KEYS[1])
+if not used then return {-1, 0} end
+used = tonumber(used)
+local reserved = 0
+local all = redis.call('HGETALL', KEYS[2])
+for i = 1, #all, 2 do
+  local amount, expires = string.match(all[i + 1], '(%d+):(%d+)')
+  if tonumber(expires) <= tonumber(ARGV[4]) then
+    redis.call('HDEL', KEYS[2], all[i])
+  else
+    reserved = reserved + tonumber(amount)
+  end
+end
+local limit = tonumber(ARGV[1])
+if limit >= 0 and used + reserved + tonumber(ARGV[2]) > limit then return {0, used} end
+redis.call('HSET', KEYS[2], ARGV[3], ARGV[2] .. ':' .. ARGV[5])
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+return {1, used}
+"""
+
+_SETTLE = """
+if ARGV[2] ~= '' then redis.call('HDEL', KEYS[2], ARGV[2]) end
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+return redis.call('INCRBY', KEYS[1], ARGV[1])
+"""
+
+
+class RedisCounters:
+    """Atomic counters in Redis; the ledger in PostgreSQL rebuilds them whenever they are missing."""
+
+    def __init__(self, redis: Redis, prefix: str, pool: asyncpg.Pool, interval: timedelta) -> None:
+        self._redis = redis
+        self._prefix = f"{prefix}usage:"
+        self._pool = pool
+        self._ttl_ms = int((interval + RESERVATION_TTL).total_seconds() * 1000)
+        self._reserve = redis.register_script(_RESERVE)
+        self._settle = redis.register_script(_SETTLE)
+
+    def _keys(self, user_id: uuid.UUID, start: datetime) -> list[str]:
+        return [f"{self._prefix}used:{user_id}:{int(start.timestamp())}", f"{self._prefix}reserved:{user_id}"]
+
+    async def _rebuild(self, user_id: uuid.UUID, start: datetime) -> None:
+        used = await ledger_sum(self._pool, user_id, start)
+        await self._redis.set(self._keys(user_id, start)[0], used, nx=True, px=self._ttl_ms)
+
+    async def reserve(
+        self, reservation: Reservation, limit: int, start: datetime, now: datetime
+    ) -> tuple[bool, int]:
+        keys = self._keys(reservation.user_id, start)
+        now_ms = int(now.timestamp() * 1000)
+        expires_ms = now_ms + int(RESERVATION_TTL.total_seconds() * 1000)
+        args: list[int | str] = [
+            limit,
+            reservation.amount,
+            str(reservation.id),
+            now_ms,
+            expires_ms,
+            self._ttl_ms,
+        ]
+        for _ in range(2):
+            ok, used = await self._reserve(keys=keys, args=args)
+            if int(ok) != -1:
+                return bool(int(ok)), int(used)
+            await self._rebuild(reservation.user_id, start)
+        raise RuntimeError("usage counter vanished twice while reserving")
+
+    async def release(self, reservation: Reservation) -> None:
+        await self._redis.hdel(f"{self._prefix}reserved:{reservation.user_id}", str(reservation.id))
+
+    async def settle_in(self, conn: asyncpg.Connection, reservation: Reservation) -> None:
+        return None  # Redis is told after the commit (``settled``)
+
+    async def settled(
+        self, user_id: uuid.UUID, reservation: Reservation | None, tokens: int, start: datetime
+    ) -> int:
+        keys = self._keys(user_id, start)
+        used = int(await self._settle(keys=keys, args=[tokens, str(reservation.id) if reservation else ""]))
+        if used == -1:  # rebuilt from the ledger, which already holds this answer's row
+            await self._rebuild(user_id, start)
+            return await self.used(user_id, start)
+        return used
+
+    async def used(self, user_id: uuid.UUID, start: datetime) -> int:
+        key = self._keys(user_id, start)[0]
+        value = await self._redis.get(key)
+        if value is None:
+            await self._rebuild(user_id, start)
+            value = await self._redis.get(key)
+        return int(value or 0)
