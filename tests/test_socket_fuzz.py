@@ -495,7 +495,7 @@ def registered_frames(draw: st.DrawFn) -> tuple[dict[str, Any], set[str]]:
     """Any registered client frame type (new modules included) with random values in some of its
     fields and the others left out; returns the frame and the field names it may be blamed on."""
     cls = draw(st.sampled_from(_REGISTRY.client_types))
-    names = [info.name for info in msgspec.structs.fields(cls)]
+    names = [info.encode_name for info in msgspec.structs.fields(cls)]
     frame: dict[str, Any] = {"type": cls.__struct_config__.tag}
     for name in draw(st.lists(st.sampled_from(names), unique=True)):
         frame[name] = draw(json_values | uuids)
