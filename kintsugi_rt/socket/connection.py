@@ -101,6 +101,7 @@ class Connection:
         self._wake = asyncio.Event()
         self._held: list[_Item] | None = []  # durable events waiting for the sync point
         self.closing = False
+        self.expiry: asyncio.TimerHandle | None = None  # set by the gateway: the token's end
         self._writer: asyncio.Task[None] | None = None
 
     # --- SocketContext ---------------------------------------------------------------------

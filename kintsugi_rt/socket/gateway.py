@@ -211,14 +211,15 @@ class Gateway:
             )
         loop = asyncio.get_running_loop()
         grace = loop.call_later(settings.ws_resume_grace.total_seconds(), conn.sync)
-        expiry = asyncio.create_task(self._expire_at(conn, principal.expires_at))
+        self._arm_expiry(conn, principal.expires_at)
         try:
             for hook in self.registry.on_connect:
                 await self._run_hook(hook, conn)
-            await self._read_loop(conn, expiry)
+            await self._read_loop(conn)
         finally:
             grace.cancel()
-            expiry.cancel()
+            if conn.expiry is not None:
+                conn.expiry.cancel()
             self.local.remove(conn)
             for hook in self.registry.on_disconnect:
                 await self._run_hook(hook, conn)
@@ -233,9 +234,15 @@ class Gateway:
                 "ws.hook_failed", hook=getattr(hook, "__qualname__", repr(hook)), conn_id=conn.conn_id
             )
 
-    async def _expire_at(self, conn: Connection, expires_at: datetime) -> None:
-        delay = (expires_at - self.app.clock.now()).total_seconds()
-        await asyncio.sleep(max(0.0, delay))
+    def _arm_expiry(self, conn: Connection, expires_at: datetime) -> None:
+        """A timer (not a task: cheaper per idle socket) that closes the socket when the token expires."""
+        if conn.expiry is not None:
+            conn.expiry.cancel()
+        delay = max(0.0, (expires_at - self.app.clock.now()).total_seconds())
+        conn.expiry = asyncio.get_running_loop().call_later(delay, self._expired, conn)
+
+    @staticmethod
+    def _expired(conn: Connection) -> None:
         log.info("ws.token_expired", conn_id=conn.conn_id)
         conn.close(
             protocol.CLOSE_UNAUTHORIZED,
@@ -245,7 +252,7 @@ class Gateway:
             ),
         )
 
-    async def _read_loop(self, conn: Connection, expiry: asyncio.Task[None]) -> None:
+    async def _read_loop(self, conn: Connection) -> None:
         rule = self.app.settings.ws_rate_limit
         budget = _FrameBudget(rule.limit, rule.window.total_seconds())
         websocket = conn.websocket
@@ -267,11 +274,9 @@ class Gateway:
                         conn.encode(Error(code=protocol.RATE_LIMITED, message="Too many frames; slow down."))
                     )
                 continue
-            expiry = await self._handle(conn, message, expiry)
+            await self._handle(conn, message)
 
-    async def _handle(
-        self, conn: Connection, message: MutableMapping[str, Any], expiry: asyncio.Task[None]
-    ) -> asyncio.Task[None]:
+    async def _handle(self, conn: Connection, message: MutableMapping[str, Any]) -> None:
         binary = message.get("text") is None
         try:
             frame = self._decode(message)
@@ -283,12 +288,12 @@ class Gateway:
             self._reply_error(
                 conn, _peek_id(raw or b"", binary), protocol.BAD_REQUEST, reason, {"field": field}
             )
-            return expiry
+            return
         except _UNDECODABLE:
             metrics.FRAMES_IN.labels("invalid").inc()
             kind = "MessagePack" if binary else "JSON"
             self._reply_error(conn, None, protocol.BAD_REQUEST, f"The frame is not valid {kind}.", None)
-            return expiry
+            return
 
         name = message_type(type(frame))
         metrics.FRAMES_IN.labels(name).inc()
@@ -297,28 +302,26 @@ class Gateway:
         elif isinstance(frame, Resume):
             conn.request_resume(frame)
         elif isinstance(frame, Auth):
-            return await self._renew(conn, frame, expiry)
+            await self._renew(conn, frame)
         else:
             conn.sync()
             await self._dispatch(conn, name, frame)
-        return expiry
 
-    async def _renew(self, conn: Connection, frame: Auth, expiry: asyncio.Task[None]) -> asyncio.Task[None]:
+    async def _renew(self, conn: Connection, frame: Auth) -> None:
         try:
             principal = await self.auth.authenticate(frame.token)
         except ApiError as exc:
             self._reply_error(conn, frame.id, exc.code, exc.message, None)
-            return expiry
+            return
         if principal.user.id != conn.user_id:
             self._reply_error(conn, frame.id, protocol.FORBIDDEN, "That token belongs to another user.", None)
-            return expiry
-        expiry.cancel()
+            return
         conn.session_id = principal.session_id
+        self._arm_expiry(conn, principal.expires_at)
         if frame.id is not None:
             conn.send_control(
                 conn.encode(self._ok(frame.id, {"expires_at": int(principal.expires_at.timestamp())}))
             )
-        return asyncio.create_task(self._expire_at(conn, principal.expires_at))
 
     async def _dispatch(self, conn: Connection, name: str, frame: ClientMessage) -> None:
         handler = self.registry.handlers[name]
