@@ -511,3 +511,27 @@ def test_the_tokenizer_needs_no_network(tmp_path: Any) -> None:
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert int(result.stdout) == 10
+
+
+async def test_concurrent_sends_never_deadlock_a_small_pool(
+    settings_for: Callable[..., Settings], sim: OpenAISimulator
+) -> None:
+    """A send holds one pool connection for its transaction; nothing inside may wait for another."""
+    async with serve_node(chat_settings(settings_for, sim, DATABASE_POOL_MAX="2")) as node:
+        user = await new_user(node.url)
+        devices = [await Socket.open(node.ws_url, user.token) for _ in range(6)]
+        chats = [(await d.request("chat.create", title="t"))["chat"]["id"] for d in devices]
+        replies = await asyncio.wait_for(
+            asyncio.gather(
+                *(
+                    d.request("chat.send", chat_id=c, content="hi")
+                    for d, c in zip(devices, chats, strict=True)
+                )
+            ),
+            timeout=20,
+        )
+        assert all(r["type"] == "ok" for r in replies), replies
+        for device, reply in zip(devices, replies, strict=True):
+            _, done = await collect_answer(device, reply["message_id"])
+            assert done["type"] == "chat.done"
+            await device.close()

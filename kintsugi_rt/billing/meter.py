@@ -48,13 +48,15 @@ class UsageMeter:
         used = await self.counters.used(user_id, start)
         return UsageState(tier=tier, used=used, limit=self._ctx.settings.token_limit(tier), reset_at=reset_at)
 
-    async def reserve(self, user_id: uuid.UUID, amount: int) -> Reservation:
-        """Hold ``amount`` tokens for one request, or raise ``LimitExceeded`` (nothing held)."""
+    async def reserve(self, conn: asyncpg.Connection, user_id: uuid.UUID, amount: int) -> Reservation:
+        """Hold ``amount`` tokens for one request, or raise ``LimitExceeded`` (nothing held).
+
+        Runs on ``conn``, inside the caller's transaction (see ``Counters.reserve``)."""
         now, start, reset_at = self._window()
-        tier = await current_tier(self._ctx.db.pool, user_id)
+        tier = await current_tier(conn, user_id)
         limit = self._ctx.settings.token_limit(tier)
         reservation = Reservation(uuid.uuid4(), user_id, amount)
-        ok, used = await self.counters.reserve(reservation, limit, start, now)
+        ok, used = await self.counters.reserve(conn, reservation, limit, start, now)
         if not ok:
             log.info("usage.limit_exceeded", user_id=str(user_id), used=used, limit=limit, requested=amount)
             raise LimitExceeded(UsageState(tier=tier, used=used, limit=limit, reset_at=reset_at), amount)

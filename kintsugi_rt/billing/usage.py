@@ -56,9 +56,11 @@ class Counters(Protocol):
     """Where ``used`` and the reservations are counted: PostgreSQL, or Redis rebuilt from it."""
 
     async def reserve(
-        self, reservation: Reservation, limit: int, start: datetime, now: datetime
+        self, conn: asyncpg.Connection, reservation: Reservation, limit: int, start: datetime, now: datetime
     ) -> tuple[bool, int]:
-        """Reserve atomically if it fits; return (reserved?, used)."""
+        """Reserve atomically if it fits; return (reserved?, used). ``conn`` is the caller's
+        connection, inside its transaction: a reservation never waits for a second pool connection
+        while holding one (which deadlocks a busy pool)."""
         ...
 
     async def release(self, reservation: Reservation) -> None: ...
@@ -91,10 +93,11 @@ class PostgresCounters:
         self._pool = pool
 
     async def reserve(
-        self, reservation: Reservation, limit: int, start: datetime, now: datetime
+        self, conn: asyncpg.Connection, reservation: Reservation, limit: int, start: datetime, now: datetime
     ) -> tuple[bool, int]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            # The user's row lock makes check-and-reserve one step against concurrent requests.
+        async with conn.transaction():  # a savepoint in the caller's transaction
+            # The user's row lock makes check-and-reserve one step against concurrent requests;
+            # it is held until the caller commits, when the reservation becomes visible to others.
             await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", reservation.user_id)
             used = await ledger_sum(conn, reservation.user_id, start)
             reserved: int = await conn.fetchval(
@@ -173,12 +176,14 @@ class RedisCounters:
     def _keys(self, user_id: uuid.UUID, start: datetime) -> list[str]:
         return [f"{self._prefix}used:{user_id}:{int(start.timestamp())}", f"{self._prefix}reserved:{user_id}"]
 
-    async def _rebuild(self, user_id: uuid.UUID, start: datetime) -> None:
-        used = await ledger_sum(self._pool, user_id, start)
+    async def _rebuild(
+        self, user_id: uuid.UUID, start: datetime, conn: asyncpg.Connection | None = None
+    ) -> None:
+        used = await ledger_sum(conn or self._pool, user_id, start)
         await self._redis.set(self._keys(user_id, start)[0], used, nx=True, px=self._ttl_ms)
 
     async def reserve(
-        self, reservation: Reservation, limit: int, start: datetime, now: datetime
+        self, conn: asyncpg.Connection, reservation: Reservation, limit: int, start: datetime, now: datetime
     ) -> tuple[bool, int]:
         keys = self._keys(reservation.user_id, start)
         now_ms = int(now.timestamp() * 1000)
@@ -195,7 +200,7 @@ class RedisCounters:
             ok, used = await self._reserve(keys=keys, args=args)
             if int(ok) != -1:
                 return bool(int(ok)), int(used)
-            await self._rebuild(reservation.user_id, start)
+            await self._rebuild(reservation.user_id, start, conn)
         raise RuntimeError("usage counter vanished twice while reserving")
 
     async def release(self, reservation: Reservation) -> None:

@@ -375,7 +375,7 @@ class ChatService:
         max_tokens = self.catalogue.output_budget(model)
         prompt, estimate = await self._context(db, chat, model, question_id, max_tokens)
         try:
-            reservation = await self.meter.reserve(user_id, estimate + max_tokens)
+            reservation = await self.meter.reserve(db, user_id, estimate + max_tokens)
         except LimitExceeded as exc:
             state = exc.state
             raise SocketError(

@@ -188,7 +188,6 @@ class Gateway:
             websocket, self.app, fmt, principal.user.id, principal.session_id, head, self.local.topic_changed
         )
         self.local.add(conn)
-        conn.start()
         log_context = {"conn_id": conn.conn_id, "user_id": conn.user_key}
         log.info("ws.connected", format=fmt.value, **log_context)
         conn.send_control(
