@@ -83,10 +83,22 @@ class Generation:
         if self._reader is not None:
             self._reader.cancel()
 
+    def start_upstream(self) -> None:
+        """Call the provider now. Deltas are held until ``run`` (after the answer row commits), so the
+        provider's time to first token overlaps our own bookkeeping instead of adding to it."""
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read(), name=f"chat-read-{self.request.message_id}")
+
+    def abandon(self) -> None:
+        """The answer's transaction failed after the call started: cut it; nothing is recorded."""
+        if self._reader is not None:
+            self._reader.cancel()
+
     async def run(self) -> None:
         req = self.request
         await self.live.begin(req.user_id, req.chat_id, req.message_id)
-        self._reader = asyncio.create_task(self._read(), name=f"chat-read-{req.message_id}")
+        self.start_upstream()
+        assert self._reader is not None
         flusher = asyncio.create_task(self._flush_loop(), name=f"chat-flush-{req.message_id}")
         if self._stop_reason is not None:
             self._reader.cancel()

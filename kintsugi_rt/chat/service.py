@@ -90,7 +90,7 @@ _STOP_SIGNAL = "chat.stop"
 @dataclass(frozen=True, slots=True)
 class _Started:
     delivery: DurableDelivery
-    request: Request
+    generation: Generation
     question_id: uuid.UUID
 
 
@@ -323,26 +323,27 @@ class ChatService:
         provider = self.provider
         assert provider is not None
         held: list[Reservation] = []
+        started_generations: list[Generation] = []
         try:
             async with pool.acquire() as db, db.transaction():
                 started = await self._store_question(
-                    db, user_id, chat, model, parent_id, content, sibling_of_root, held
+                    db, user_id, chat, model, parent_id, content, sibling_of_root, held, started_generations
                 )
         except BaseException:
+            for generation in started_generations:  # cut the call; nothing of it is recorded
+                generation.abandon()
             for reservation in held:  # the answer never started: give the tokens back
                 await self.meter.release(reservation)
             raise
         await self.ctx.events.publish_durable(started.delivery)
-        request = started.request
+        request = started.generation.request
         log.info(
             "chat.answer_started",
             message_id=str(request.message_id),
             model=model.id,
             prompt_estimate=request.prompt_estimate,
         )
-        self._launch(
-            Generation(self.ctx, provider, self.live, self.meter, request), first_exchange=chat.title == ""
-        )
+        self._launch(started.generation, first_exchange=chat.title == "")
         return SendResult(user_message_id=started.question_id, message_id=request.message_id)
 
     async def _store_question(
@@ -355,6 +356,7 @@ class ChatService:
         content: str | None,
         sibling_of_root: bool,
         held: list[Reservation],
+        started_generations: list[Generation],
     ) -> _Started:
         """Inside one transaction: checks, the user's message, the token reservation, the empty answer."""
         await storage.get_chat(db, user_id, chat.id, lock=True)  # one answer at a time per chat
@@ -390,8 +392,14 @@ class ChatService:
                 },
             ) from None
         held.append(reservation)
+        answer_id = uuid.uuid4()
+        request = Request(user_id, chat.id, answer_id, model.id, prompt, max_tokens, estimate, reservation)
+        assert self.provider is not None
+        generation = Generation(self.ctx, self.provider, self.live, self.meter, request)
+        generation.start_upstream()  # the reservation fits: the provider may start while we commit
+        started_generations.append(generation)
         answer = await storage.insert_message(
-            db, chat.id, question_id, "assistant", "", "streaming", model.id, 0
+            db, chat.id, question_id, "assistant", "", "streaming", model.id, 0, message_id=answer_id
         )
         await storage.set_active_leaf(db, chat.id, answer.id)
         started = ChatStarted(
@@ -402,8 +410,7 @@ class ChatService:
             user_message=user_message,
         )
         delivery = await streams.append(db, [user_id], started)
-        request = Request(user_id, chat.id, answer.id, model.id, prompt, max_tokens, estimate, reservation)
-        return _Started(delivery, request, question_id)
+        return _Started(delivery, generation, question_id)
 
     async def _check_parent(
         self, db: asyncpg.Connection, chat_id: uuid.UUID, parent: uuid.UUID | None

@@ -154,10 +154,11 @@ async def insert_message(
     status: str,
     model: str | None,
     tokens: int,
+    message_id: uuid.UUID | None = None,
 ) -> MessageInfo:
     row = await db.fetchrow(
-        "INSERT INTO chat_messages (chat_id, parent_id, role, content, status, model, tokens) "  # noqa: S608
-        f"VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_MESSAGE_COLUMNS}",
+        "INSERT INTO chat_messages (id, chat_id, parent_id, role, content, status, model, tokens) "  # noqa: S608
+        f"VALUES (COALESCE($8, gen_random_uuid()), $1, $2, $3, $4, $5, $6, $7) RETURNING {_MESSAGE_COLUMNS}",
         chat_id,
         parent_id,
         role,
@@ -165,6 +166,7 @@ async def insert_message(
         status,
         model,
         tokens,
+        message_id,
     )
     return _message(row)
 
