@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from kintsugi_rt.settings import Settings
+from loadtests.openai_sim import OpenAISimulator, SimConfig
 from tests.support import PostgresServer, RedisServer, make_settings
 
 
@@ -42,6 +43,15 @@ def settings_for(database_url: str, tmp_path: Path) -> Callable[..., Settings]:
         return make_settings(overrides, DATABASE_URL=database_url, KINTSUGI_DATA_DIR=str(tmp_path / "data"))
 
     return build
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[OpenAISimulator]:
+    """The OpenAI-compatible upstream simulator, on a free port; ``sim.base_url`` ends in /v1."""
+    simulator = OpenAISimulator(SimConfig())
+    simulator.base_url = await simulator.start()  # type: ignore[attr-defined]
+    yield simulator
+    await simulator.stop()
 
 
 @pytest.fixture

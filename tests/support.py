@@ -7,6 +7,7 @@ import contextlib
 import os
 import secrets
 import socket
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import uvicorn
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -207,6 +209,36 @@ async def serve_node(settings: Settings, clock: Clock | None = None) -> AsyncIte
     finally:
         server.should_exit = True
         await task
+
+
+async def spawn_server(
+    env: Mapping[str, str], *, stderr: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    """``kintsugi-rt serve`` as its own process, the way a node runs in production."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "kintsugi_rt",
+        "serve",
+        env=dict(env),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=stderr,
+    )
+
+
+async def wait_ready(base_url: str, proc: asyncio.subprocess.Process, seconds: float = 60) -> None:
+    """Poll ``/readyz`` until the spawned server answers 200; fail if it exits first."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=5) as client:
+        for _ in range(int(seconds * 10)):
+            if proc.returncode is not None:
+                raise AssertionError(f"server exited with {proc.returncode}")
+            try:
+                if (await client.get("/readyz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"server did not become ready in {seconds:.0f} s")
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ from kintsugi_rt.billing.usage import window_start
 from kintsugi_rt.clock import ManualClock
 from kintsugi_rt.errors import ApiError
 from kintsugi_rt.settings import Settings
-from loadtests.openai_sim import OpenAISimulator, SimConfig
+from loadtests.openai_sim import OpenAISimulator
 from tests.fake_stripe import FakeStripe
 from tests.support import Node, RedisServer, serve_node
 from tests.test_chat import chat_settings, collect_answer
@@ -45,14 +45,6 @@ async def stripe_fake() -> AsyncIterator[FakeStripe]:
     fake.base_url = await fake.start()  # type: ignore[attr-defined]
     yield fake
     await fake.stop()
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[OpenAISimulator]:
-    simulator = OpenAISimulator(SimConfig())
-    simulator.base_url = await simulator.start()  # type: ignore[attr-defined]
-    yield simulator
-    await simulator.stop()
 
 
 def billing_settings(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 from kintsugi_rt.chat.tokens import count_text
 from kintsugi_rt.db.migrations import migrate
 from kintsugi_rt.settings import Settings
-from loadtests.openai_sim import WORDS, OpenAISimulator, SimConfig
+from loadtests.openai_sim import WORDS, OpenAISimulator
 from tests.support import Node, RedisServer, serve_node
 from tests.test_delivery import hub_settings
 from tests.wsclient import Socket, new_user
@@ -26,14 +26,6 @@ MODELS = (
     '  "tiers": ["premium_starter", "premium_pro", "premium_ultra", "unlimited"]},'
     ' {"id": "sim-small", "label": "Small", "context_window": 400, "max_output": 100}]'
 )
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[OpenAISimulator]:
-    simulator = OpenAISimulator(SimConfig())
-    simulator.base_url = await simulator.start()  # type: ignore[attr-defined]
-    yield simulator
-    await simulator.stop()
 
 
 def chat_settings(settings_for: Callable[..., Settings], sim: OpenAISimulator, **extra: str) -> Settings:

@@ -5,26 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 from pathlib import Path
 
 import httpx
 import psutil
 
-from tests.support import free_port
-
-
-async def wait_ready(client: httpx.AsyncClient, proc: asyncio.subprocess.Process) -> None:
-    for _ in range(600):
-        if proc.returncode is not None:
-            raise AssertionError(f"server exited with {proc.returncode}")
-        try:
-            if (await client.get("/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    raise AssertionError("server did not become ready in 60 s")
+from tests.support import free_port, spawn_server, wait_ready
 
 
 def postgres_processes(pgdata: Path) -> list[psutil.Process]:
@@ -41,18 +27,10 @@ async def test_zero_config_serve_register_me_and_sigterm(tmp_path: Path) -> None
     data_dir = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "REDIS_", "JWT_"))}
     env.update({"PORT": str(port), "KINTSUGI_DATA_DIR": str(data_dir), "ARGON2_MEMORY_KIB": "8192"})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kintsugi_rt",
-        "serve",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    proc = await spawn_server(env, stderr=asyncio.subprocess.PIPE)
     try:
+        await wait_ready(f"http://127.0.0.1:{port}", proc)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-            await wait_ready(client, proc)
             assert postgres_processes(data_dir / "postgres"), "the embedded PostgreSQL runs in the data dir"
             registered = await client.post(
                 "/api/auth/register",

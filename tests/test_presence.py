@@ -6,15 +6,13 @@ import asyncio
 import os
 import secrets
 import signal
-import sys
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 
-import httpx
 import pytest
 
 from kintsugi_rt.settings import Settings
-from tests.support import RedisServer, free_port, serve_node
+from tests.support import RedisServer, free_port, serve_node, spawn_server, wait_ready
 from tests.test_delivery import hub_settings
 from tests.wsclient import Socket, new_user
 
@@ -110,24 +108,9 @@ async def test_a_killed_node_lets_its_users_go_offline(
         "ARGON2_TIME_COST": "1",
         "LOG_LEVEL": "warning",
     }
-    doomed = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kintsugi_rt",
-        "serve",
-        env=env,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    doomed = await spawn_server(env)
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            for _ in range(300):
-                try:
-                    if (await http.get("/readyz")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
+        await wait_ready(f"http://127.0.0.1:{port}", doomed)
         async with serve_node(settings_for(**common)) as survivor:
             alice, bob = await new_user(survivor.url), await new_user(survivor.url)
             bob_sock = await Socket.open(survivor.ws_url, bob.token)
