@@ -31,6 +31,6 @@ class Module:
 
 def enabled_modules() -> list[Module]:
     """Every feature module, in start order."""
-    from kintsugi_rt import auth, billing, chat, presence
+    from kintsugi_rt import auth, billing, chat, media, messenger, presence
 
-    return [auth.module, presence.module, billing.module, chat.module]
+    return [auth.module, presence.module, billing.module, chat.module, messenger.module, media.module]

@@ -117,6 +117,11 @@ class Settings:
     ws_max_replay: int
     event_retention: timedelta
     presence_ttl: timedelta
+    messenger_max_members: int
+    messenger_max_text: int
+    messenger_edit_window: timedelta
+    messenger_delete_window: timedelta
+    messenger_typing_max_members: int
     openai_api_key: str | None
     openai_base_url: str | None
     openai_org_id: str | None
@@ -144,6 +149,14 @@ class Settings:
     billing_success_url: str
     billing_cancel_url: str
     billing_portal_return_url: str
+    media_max_bytes_basic: int
+    media_max_bytes_premium: int
+    media_dir: Path | None
+    s3_bucket: str | None
+    s3_region: str | None
+    s3_access_key: str | None
+    s3_secret_key: str | None
+    s3_endpoint_url: str | None
 
     def token_limit(self, tier: str) -> int:
         """Tokens a tier may use per window; -1 means no limit."""
@@ -641,11 +654,90 @@ VARIABLES: tuple[Variable, ...] = (
         "Where the Customer Portal returns to.",
     ),
     Variable(
+        "MESSENGER_MAX_MEMBERS",
+        "messenger_max_members",
+        _parse_positive_int,
+        "1000",
+        "Most members of a group.",
+    ),
+    Variable(
+        "MESSENGER_MAX_TEXT",
+        "messenger_max_text",
+        _parse_positive_int,
+        "4096",
+        "Longest message, in characters.",
+    ),
+    Variable(
+        "MESSENGER_EDIT_WINDOW",
+        "messenger_edit_window",
+        parse_duration,
+        "48h",
+        "How long after sending the author may edit a message.",
+    ),
+    Variable(
+        "MESSENGER_DELETE_WINDOW",
+        "messenger_delete_window",
+        parse_duration,
+        "48h",
+        "How long after sending the author may delete a message for everyone (group admins: always).",
+    ),
+    Variable(
+        "MESSENGER_TYPING_MAX_MEMBERS",
+        "messenger_typing_max_members",
+        _parse_positive_int,
+        "100",
+        "Typing is not sent in groups larger than this.",
+    ),
+    Variable(
         "PRESENCE_TTL",
         "presence_ttl",
         parse_duration,
         "30s",
         "A socket's presence lapses this long after its node's last heartbeat.",
+    ),
+    Variable(
+        "MEDIA_MAX_BYTES_BASIC",
+        "media_max_bytes_basic",
+        _parse_positive_int,
+        "10485760",
+        "Largest upload (bytes) of a basic-tier user; a bigger one is cut off with 413.",
+    ),
+    Variable(
+        "MEDIA_MAX_BYTES_PREMIUM",
+        "media_max_bytes_premium",
+        _parse_positive_int,
+        "104857600",
+        "Largest upload (bytes) of a user on any paid tier.",
+    ),
+    Variable(
+        "MEDIA_DIR",
+        "media_dir",
+        lambda text: Path(text).expanduser(),
+        None,
+        "Directory of uploaded files when S3 is not configured. Unset: KINTSUGI_DATA_DIR/media.",
+    ),
+    Variable(
+        "S3_BUCKET",
+        "s3_bucket",
+        _parse_str,
+        None,
+        "Store uploads in this S3 (or S3-compatible) bucket instead of the local directory.",
+    ),
+    Variable("S3_REGION", "s3_region", _parse_str, None, "Region of S3_BUCKET; required with it."),
+    Variable(
+        "S3_ACCESS_KEY",
+        "s3_access_key",
+        _parse_str,
+        None,
+        "S3 access key id. Unset with S3_SECRET_KEY: the default AWS credential chain (e.g. an IAM role).",
+    ),
+    Variable("S3_SECRET_KEY", "s3_secret_key", _parse_str, None, "S3 secret access key."),
+    Variable(
+        "S3_ENDPOINT_URL",
+        "s3_endpoint_url",
+        _parse_url(("http", "https")),
+        None,
+        "S3-compatible endpoint (MinIO, R2, Ceph...), e.g. http://127.0.0.1:9000; unset: AWS.",
     ),
 )
 

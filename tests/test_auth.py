@@ -291,7 +291,7 @@ async def test_access_token_expiry_and_forgery(settings_for: Callable[..., Setti
         assert_error(await client.get("/api/auth/me", headers=bearer("garbage")), 401, "invalid_token")
         forged = jwt.encode(claims, "another-secret-" + "y" * 40, algorithm="HS256")
         assert_error(await client.get("/api/auth/me", headers=bearer(forged)), 401, "invalid_token")
-        unsigned = jwt.encode(claims, None, algorithm="none")
+        unsigned = jwt.encode(claims, "", algorithm="none")
         assert_error(await client.get("/api/auth/me", headers=bearer(unsigned)), 401, "invalid_token")
         wrong_type = jwt.encode({**claims, "typ": "refresh"}, settings.jwt_secret, algorithm="HS256")
         assert_error(await client.get("/api/auth/me", headers=bearer(wrong_type)), 401, "invalid_token")

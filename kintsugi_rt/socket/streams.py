@@ -70,19 +70,16 @@ class StreamHead:
 
 
 async def head(conn: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID) -> StreamHead:
-    """The stream's epoch and last position, creating the stream on first use."""
-    row = await conn.fetchrow(
-        """
-        WITH created AS (
-            INSERT INTO event_streams (user_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING epoch, last_pos
-        )
-        SELECT epoch, last_pos FROM created
-        UNION ALL
-        SELECT epoch, last_pos FROM event_streams WHERE user_id = $1
-        LIMIT 1
-        """,
-        user_id,
-    )
+    """The stream's epoch and last position, creating the stream on first use.
+
+    Three plain statements, not one: a stream another node creates at the same moment is invisible
+    to a single statement's snapshot, but the SELECT after the INSERT (which waited for it) sees it.
+    """
+    query = "SELECT epoch, last_pos FROM event_streams WHERE user_id = $1"
+    row = await conn.fetchrow(query, user_id)
+    if row is None:
+        await conn.execute("INSERT INTO event_streams (user_id) VALUES ($1) ON CONFLICT DO NOTHING", user_id)
+        row = await conn.fetchrow(query, user_id)
     return StreamHead(str(row["epoch"]), row["last_pos"])
 
 

@@ -1,0 +1,392 @@
+"""Uploads and downloads of media: the rules, between the HTTP routes and the storage.
+
+An upload is read from the request one network chunk at a time and passed on to storage as it comes:
+the size limit of the user's tier is enforced on the way (an oversized upload is cut off at the limit),
+the content type is sniffed from the first bytes before anything is stored, and the database row is
+written only once every byte is stored (if that fails, the object is deleted again).
+
+Who may read a media file: its uploader, or anyone one of ``access_checks`` allows (the messenger
+registers one for the members of a conversation the file was sent to). Everyone else gets the same
+404 as for an id that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+import msgspec
+
+from kintsugi_rt import errors
+from kintsugi_rt.context import AppContext
+from kintsugi_rt.errors import ApiError
+from kintsugi_rt.logs import get_logger
+from kintsugi_rt.media.multipart import MultipartReader, Part, boundary_of, too_large
+from kintsugi_rt.media.sniff import (
+    AS_AUDIO,
+    IMAGE_PROBE_BYTES,
+    IMAGE_TYPES,
+    SNIFF_BYTES,
+    AudioSpool,
+    audio_duration_ms,
+    image_size,
+    sniff,
+)
+from kintsugi_rt.media.storage import Storage, storage_key
+
+log = get_logger(__name__)
+
+KINDS = ("file", "image", "voice")
+MAX_DURATION_MS = 3_600_000
+# Room for the multipart boundaries, part headers and the small form fields, on top of the file.
+FORM_OVERHEAD_BYTES = 64 * 1024
+MAX_FIELDS = 16
+MAX_FIELD_BYTES = 256
+MAX_FILENAME_CHARS = 255
+
+_UNSAFE_FILENAME = re.compile(r"[\x00-\x1f\x7f]")
+
+AccessCheck = Callable[[AppContext, uuid.UUID, uuid.UUID], Awaitable[bool]]
+"""``(ctx, user_id, media_id) -> bool``: may this user read this media file (not their own)?"""
+
+
+_ACCESS_CHECKS = "media.access_checks"
+
+
+def access_checks(ctx: AppContext) -> list[AccessCheck]:
+    """This node's access checks, to append to from any module's start hook, before or after media's."""
+    found = ctx.services.setdefault(_ACCESS_CHECKS, [])
+    assert isinstance(found, list)
+    return cast("list[AccessCheck]", found)
+
+
+class MediaInfo(msgspec.Struct, omit_defaults=True):
+    """What the API says about a stored file (``POST /api/media``, ``GET /api/media/{id}/meta``)."""
+
+    id: uuid.UUID
+    kind: str
+    content_type: str
+    size: int
+    sha256: str
+    created_at: datetime
+    filename: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMedia:
+    info: MediaInfo
+    owner_id: uuid.UUID
+    storage_key: str
+
+
+@dataclass(slots=True)
+class _Received:
+    """A file part, stored, with what was learnt about it on the way."""
+
+    id: uuid.UUID
+    key: str
+    content_type: str
+    filename: str | None
+    size: int = 0
+    sha256: str = ""
+    image_head: bytearray = field(default_factory=bytearray)
+    duration_ms: int | None = None
+
+
+def not_found() -> ApiError:
+    return ApiError(404, errors.NOT_FOUND, "No such media file.")
+
+
+def _invalid(field_name: str, message: str) -> ApiError:
+    return ApiError(422, errors.VALIDATION_FAILED, "The upload is not valid.", fields={field_name: message})
+
+
+def _form_values(form: dict[str, str]) -> tuple[str | None, int | None]:
+    """``kind`` and ``duration_ms`` from the form fields, checked."""
+    kind = form.get("kind")
+    if kind is not None:
+        kind = kind.strip()
+        if kind not in KINDS:
+            raise _invalid("kind", "One of file, image, voice.")
+    duration: int | None = None
+    raw = form.get("duration_ms")
+    if raw is not None and raw.strip():
+        text = raw.strip()
+        if not (text.isascii() and text.isdigit()) or not 0 < int(text) <= MAX_DURATION_MS:
+            raise _invalid("duration_ms", f"A whole number of milliseconds, from 1 to {MAX_DURATION_MS}.")
+        duration = int(text)
+    return kind, duration
+
+
+def _check_kind(kind: str, content_type: str) -> None:
+    if kind == "image" and content_type not in IMAGE_TYPES:
+        raise _invalid("kind", f"The file is not an image (it is {content_type}).")
+    if kind == "voice" and not content_type.startswith("audio/"):
+        raise _invalid("kind", f"A voice message must be audio (this is {content_type}).")
+
+
+def clean_filename(raw: str | None) -> str | None:
+    """The client's file name without any path, control characters or excess length."""
+    if raw is None:
+        return None
+    name = _UNSAFE_FILENAME.sub("", raw.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    return name[:MAX_FILENAME_CHARS] or None
+
+
+class MediaService:
+    def __init__(self, ctx: AppContext, storage: Storage) -> None:
+        self.ctx = ctx
+        self.storage = storage
+        # Who else may read a file; the first check that says yes wins. Appended to by other modules.
+        self.access_checks = access_checks(ctx)
+
+    async def max_bytes(self, user_id: uuid.UUID) -> int:
+        tier = await self.ctx.db.pool.fetchval("SELECT tier FROM users WHERE id = $1", user_id)
+        settings = self.ctx.settings
+        return settings.media_max_bytes_basic if tier in (None, "basic") else settings.media_max_bytes_premium
+
+    # --- upload ---
+
+    async def upload(
+        self,
+        user_id: uuid.UUID,
+        body: AsyncIterator[bytes],
+        content_type: str | None,
+        content_length: str | None,
+    ) -> MediaInfo:
+        boundary = boundary_of(content_type)
+        limit = await self.max_bytes(user_id)
+        max_body = limit + FORM_OVERHEAD_BYTES
+        declared = content_length or ""
+        if declared.isascii() and declared.isdigit() and int(declared) > max_body:
+            raise too_large(limit)
+        reader = MultipartReader(body, boundary, max_body, limit)
+        form: dict[str, str] = {}
+        received: _Received | None = None
+        try:
+            while (part := await reader.next_part()) is not None:
+                if part.name == "file":
+                    if received is not None:
+                        raise ApiError(400, errors.BAD_REQUEST, "Send exactly one 'file' part.")
+                    kind, _ = _form_values(form)  # fields sent before the file are checked before storing
+                    received = await self._receive(reader, part, limit, kind)
+                elif part.filename is not None:
+                    raise _invalid("file", "Send the file in the part named 'file'.")
+                else:
+                    if len(form) >= MAX_FIELDS:
+                        raise ApiError(400, errors.BAD_REQUEST, "Too many form fields.")
+                    form[part.name] = await reader.read_field(MAX_FIELD_BYTES)
+            if received is None:
+                raise _invalid("file", "This field is required.")
+            kind, duration = _form_values(form)
+            info = self._describe(received, kind, duration)
+            await self._insert(user_id, info, received.key)
+        except BaseException:
+            if received is not None:
+                await asyncio.shield(self._discard(received.key))
+            raise
+        log.info(
+            "media.uploaded",
+            media_id=str(info.id),
+            user_id=str(user_id),
+            kind=info.kind,
+            content_type=info.content_type,
+            size=info.size,
+            storage=self.storage.name,
+        )
+        return info
+
+    async def _receive(self, reader: MultipartReader, part: Part, limit: int, kind: str | None) -> _Received:
+        data = reader.data()
+        head = bytearray()
+        complete = False
+        while len(head) < SNIFF_BYTES:
+            chunk = await anext(data, None)
+            if chunk is None:
+                complete = True
+                break
+            head += chunk
+            if len(head) > limit:
+                raise too_large(limit)
+        if not head:
+            raise _invalid("file", "The file is empty.")
+        content_type = sniff(bytes(head), complete)
+        if content_type is None:
+            raise ApiError(
+                415,
+                errors.UNSUPPORTED_MEDIA_TYPE,
+                "This type of file is not accepted: images, audio, video, PDF, plain text and "
+                "office/zip documents are.",
+            )
+        if kind == "voice":
+            content_type = AS_AUDIO.get(content_type, content_type)
+        if kind is not None:
+            _check_kind(kind, content_type)
+        media_id = uuid.uuid4()
+        received = _Received(
+            id=media_id,
+            key=storage_key(media_id.hex),
+            content_type=content_type,
+            filename=clean_filename(part.filename),
+        )
+        spool = AudioSpool() if content_type.startswith("audio/") else None
+        probe_image = content_type in IMAGE_TYPES
+        hasher = hashlib.sha256()
+
+        async def chunks() -> AsyncIterator[bytes]:
+            pending: bytes | None = bytes(head)
+            while True:
+                if pending is not None:
+                    chunk, pending = pending, None
+                else:
+                    next_chunk = await anext(data, None)
+                    if next_chunk is None:
+                        return
+                    chunk = next_chunk
+                received.size += len(chunk)
+                if received.size > limit:
+                    raise too_large(limit)
+                hasher.update(chunk)
+                if probe_image and len(received.image_head) < IMAGE_PROBE_BYTES:
+                    received.image_head += chunk[: IMAGE_PROBE_BYTES - len(received.image_head)]
+                if spool is not None:
+                    if spool.in_memory:
+                        spool.write(chunk)
+                    else:
+                        await asyncio.to_thread(spool.write, chunk)
+                yield chunk
+
+        try:
+            await self.storage.put(received.key, chunks(), content_type)
+            try:
+                if spool is not None:
+                    received.duration_ms = await asyncio.to_thread(audio_duration_ms, spool.file)
+            except BaseException:
+                await asyncio.shield(self._discard(received.key))
+                raise
+        finally:
+            if spool is not None:
+                spool.close()
+        received.sha256 = hasher.hexdigest()
+        return received
+
+    def _describe(self, received: _Received, kind: str | None, client_duration: int | None) -> MediaInfo:
+        content_type = received.content_type
+        if kind is None:
+            kind = "image" if content_type in IMAGE_TYPES else "file"
+        if kind == "voice":
+            content_type = AS_AUDIO.get(content_type, content_type)
+        _check_kind(kind, content_type)
+        width = height = None
+        if content_type in IMAGE_TYPES:
+            size = image_size(bytes(received.image_head))
+            if size is None:
+                raise _invalid("file", f"The {content_type} image's header is not readable.")
+            width, height = size
+        if client_duration is not None and not content_type.startswith("audio/"):
+            raise _invalid("duration_ms", "Only audio has a duration.")
+        # What the container says wins over what the client says.
+        duration = received.duration_ms or client_duration
+        if kind == "voice":
+            if duration is None:
+                raise _invalid("duration_ms", "Required for a voice message whose duration cannot be read.")
+            if duration > MAX_DURATION_MS:
+                raise _invalid("file", "A voice message lasts at most one hour.")
+        return MediaInfo(
+            id=received.id,
+            kind=kind,
+            content_type=content_type,
+            size=received.size,
+            sha256=received.sha256,
+            created_at=self.ctx.clock.now(),
+            filename=received.filename,
+            width=width,
+            height=height,
+            duration_ms=duration,
+        )
+
+    async def _insert(self, owner_id: uuid.UUID, info: MediaInfo, key: str) -> None:
+        await self.ctx.db.pool.execute(
+            """
+            INSERT INTO media (id, owner_id, kind, content_type, size, sha256, filename,
+                               width, height, duration_ms, storage_key, created_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            """,
+            info.id,
+            owner_id,
+            info.kind,
+            info.content_type,
+            info.size,
+            info.sha256,
+            info.filename,
+            info.width,
+            info.height,
+            info.duration_ms,
+            key,
+            info.created_at,
+        )
+
+    async def _discard(self, key: str) -> None:
+        try:
+            await self.storage.delete(key)
+        except Exception as exc:
+            log.error("media.orphaned", storage_key=key, error=repr(exc))
+
+    # --- reading ---
+
+    async def find(self, user_id: uuid.UUID, raw_id: str) -> StoredMedia:
+        """The media file if this user may read it; otherwise the same 404 as for an unknown id."""
+        try:
+            media_id = uuid.UUID(raw_id)
+        except ValueError:
+            raise not_found() from None
+        row = await self.ctx.db.pool.fetchrow(
+            """
+            SELECT id, owner_id, kind, content_type, size, sha256, filename, width, height,
+                   duration_ms, storage_key, created_at
+            FROM media WHERE id = $1
+            """,
+            media_id,
+        )
+        if row is None or not await self.may_read(user_id, row["owner_id"], media_id):
+            raise not_found()
+        return _stored(row)
+
+    async def may_read(self, user_id: uuid.UUID, owner_id: uuid.UUID, media_id: uuid.UUID) -> bool:
+        if user_id == owner_id:
+            return True
+        for check in list(self.access_checks):
+            try:
+                if await check(self.ctx, user_id, media_id):
+                    return True
+            except Exception as exc:
+                log.warning("media.access_check_failed", media_id=str(media_id), error=repr(exc))
+        return False
+
+    async def open(self, media: StoredMedia) -> AsyncIterator[bytes]:
+        return await self.storage.get(media.storage_key)
+
+
+def _stored(row: Any) -> StoredMedia:
+    info = MediaInfo(
+        id=row["id"],
+        kind=row["kind"],
+        content_type=row["content_type"],
+        size=row["size"],
+        sha256=row["sha256"],
+        created_at=row["created_at"],
+        filename=row["filename"],
+        width=row["width"],
+        height=row["height"],
+        duration_ms=row["duration_ms"],
+    )
+    return StoredMedia(info=info, owner_id=row["owner_id"], storage_key=row["storage_key"])

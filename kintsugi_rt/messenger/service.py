@@ -1,0 +1,593 @@
+"""The messenger: conversations, messages, reactions, receipts and typing, all on the socket.
+
+Every change is a durable event in each member's stream (so it reaches every device on every node
+and is replayed on resume); typing is ephemeral. A user who is not a member learns nothing: every
+request about a conversation or message they cannot see answers ``not_found``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+
+import asyncpg
+
+from kintsugi_rt.context import AppContext
+from kintsugi_rt.logs import get_logger
+from kintsugi_rt.messenger import storage
+from kintsugi_rt.messenger.messages import (
+    Conversation,
+    ConversationAddMembers,
+    ConversationCreate,
+    ConversationGet,
+    ConversationLeave,
+    ConversationPage,
+    ConversationPromote,
+    ConversationRef,
+    ConversationRemoved,
+    ConversationRemoveMember,
+    ConversationSync,
+    ConversationUpdated,
+    Message,
+    MessageDelete,
+    MessageEdit,
+    MessageForward,
+    MessageHistory,
+    MessageNew,
+    MessagePage,
+    MessagePin,
+    MessageReact,
+    MessageRead,
+    MessageRef,
+    MessageSearch,
+    MessageSend,
+    MessageUpdated,
+    ReadReceipt,
+    ReceiptsSet,
+    SyncResult,
+    Typing,
+    TypingEvent,
+)
+from kintsugi_rt.socket import streams
+from kintsugi_rt.socket.protocol import BAD_REQUEST, FORBIDDEN, NOT_FOUND, ServerMessage
+from kintsugi_rt.socket.registry import SocketContext, SocketError
+
+log = get_logger(__name__)
+
+TEXT_TOO_LONG = "text_too_long"
+EDIT_WINDOW_PASSED = "edit_window_passed"
+DELETE_WINDOW_PASSED = "delete_window_passed"
+TOO_MANY_MEMBERS = "too_many_members"
+
+ERROR_CODES = {
+    TEXT_TOO_LONG: "The message is longer than MESSENGER_MAX_TEXT characters (or empty).",
+    EDIT_WINDOW_PASSED: "Messages can be edited only within MESSENGER_EDIT_WINDOW of sending.",
+    DELETE_WINDOW_PASSED: "The author can delete for everyone only within MESSENGER_DELETE_WINDOW.",
+    TOO_MANY_MEMBERS: "The group would exceed MESSENGER_MAX_MEMBERS.",
+}
+
+TYPING_TTL_MS = 6000
+TYPING_THROTTLE_SECONDS = 3.0
+
+
+def _not_found() -> SocketError:
+    return SocketError(NOT_FOUND, "No such conversation or message.")
+
+
+class MessengerService:
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self._typing_sent: dict[tuple[str, uuid.UUID], float] = {}
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    async def _emit(
+        self, conn: asyncpg.Connection, users: Iterable[uuid.UUID], event: ServerMessage
+    ) -> streams.DurableDelivery:
+        return await streams.append(conn, list(users), event)
+
+    async def _publish(self, deliveries: list[streams.DurableDelivery]) -> None:
+        for delivery in deliveries:
+            await self.ctx.events.publish_durable(delivery)
+
+    def _check_text(self, text: str) -> str:
+        if not text.strip() or len(text) > self.settings.messenger_max_text:
+            raise SocketError(
+                TEXT_TOO_LONG,
+                f"Messages have 1 to {self.settings.messenger_max_text} characters.",
+                {"limit": self.settings.messenger_max_text},
+            )
+        return text
+
+    async def _member(self, db: storage.Executor, conversation_id: uuid.UUID, user_id: uuid.UUID) -> str:
+        role = await storage.role_of(db, conversation_id, user_id)
+        if role is None:
+            raise _not_found()
+        return role
+
+    async def _view_for_all(
+        self, conn: asyncpg.Connection, conversation_id: uuid.UUID, members: list[uuid.UUID]
+    ) -> list[streams.DurableDelivery]:
+        """Each member's own view of the conversation (their read mark and unread count differ)."""
+        deliveries = []
+        for member in members:
+            view = await storage.conversation_of(conn, member, conversation_id)
+            if view is not None:
+                deliveries.append(await self._emit(conn, [member], ConversationUpdated(conversation=view)))
+        return deliveries
+
+    # --- conversations --------------------------------------------------------------------------
+
+    async def create(self, conn: SocketContext, message: ConversationCreate) -> ConversationRef:
+        me = conn.user_id
+        others = [u for u in dict.fromkeys(message.user_ids) if u != me]
+        pool = self.ctx.db.pool
+        if len(await storage.existing_users(pool, others)) != len(others):
+            raise SocketError(NOT_FOUND, "No such user.", {"field": "user_ids"})
+        if message.kind == "direct":
+            if len(others) != 1:
+                raise SocketError(
+                    BAD_REQUEST, "A direct conversation has exactly one other user.", {"field": "user_ids"}
+                )
+            return ConversationRef(conversation=await self._direct(me, others[0]))
+        if len(others) + 1 > self.settings.messenger_max_members:
+            raise SocketError(TOO_MANY_MEMBERS, ERROR_CODES[TOO_MANY_MEMBERS])
+        async with pool.acquire() as db, db.transaction():
+            conversation_id: uuid.UUID = await db.fetchval(
+                "INSERT INTO conversations (kind, title, created_by) VALUES ('group', $1, $2) RETURNING id",
+                message.title or "",
+                me,
+            )
+            await db.executemany(
+                "INSERT INTO conversation_members (conversation_id, user_id, role) VALUES ($1, $2, $3)",
+                [(conversation_id, me, "owner"), *((conversation_id, u, "member") for u in others)],
+            )
+            deliveries = await self._view_for_all(db, conversation_id, [me, *others])
+        await self._publish(deliveries)
+        view = await storage.conversation_of(pool, me, conversation_id)
+        assert view is not None
+        return ConversationRef(conversation=view)
+
+    async def _direct(self, me: uuid.UUID, other: uuid.UUID) -> Conversation:
+        low, high = sorted((me, other), key=str)
+        key = f"{low}:{high}"
+        pool = self.ctx.db.pool
+        deliveries: list[streams.DurableDelivery] = []
+        async with pool.acquire() as db, db.transaction():
+            conversation_id: uuid.UUID | None = await db.fetchval(
+                "INSERT INTO conversations (kind, direct_key, created_by) VALUES ('direct', $1, $2) "
+                "ON CONFLICT (direct_key) DO NOTHING RETURNING id",
+                key,
+                me,
+            )
+            if conversation_id is not None:
+                await db.executemany(
+                    "INSERT INTO conversation_members (conversation_id, user_id, role) "
+                    "VALUES ($1, $2, 'member')",
+                    [(conversation_id, low), (conversation_id, high)],
+                )
+                deliveries = await self._view_for_all(db, conversation_id, [me, other])
+            else:
+                conversation_id = await db.fetchval("SELECT id FROM conversations WHERE direct_key = $1", key)
+        await self._publish(deliveries)
+        assert conversation_id is not None
+        view = await storage.conversation_of(pool, me, conversation_id)
+        assert view is not None
+        return view
+
+    async def list_conversations(self, conn: SocketContext, message: object) -> ConversationPage:
+        return ConversationPage(conversations=await storage.conversations(self.ctx.db.pool, conn.user_id))
+
+    async def get(self, conn: SocketContext, message: ConversationGet) -> ConversationRef:
+        view = await storage.conversation_of(self.ctx.db.pool, conn.user_id, message.conversation_id)
+        if view is None:
+            raise _not_found()
+        return ConversationRef(conversation=view)
+
+    async def _group_admin(
+        self, db: asyncpg.Connection, conversation_id: uuid.UUID, user_id: uuid.UUID
+    ) -> str:
+        kind = await db.fetchval("SELECT kind FROM conversations WHERE id = $1 FOR UPDATE", conversation_id)
+        role = await self._member(db, conversation_id, user_id)
+        if kind != "group":
+            raise SocketError(FORBIDDEN, "Direct conversations have no admins.")
+        if role not in ("owner", "admin"):
+            raise SocketError(FORBIDDEN, "Only the group's admins can do that.")
+        return role
+
+    async def add_members(self, conn: SocketContext, message: ConversationAddMembers) -> ConversationRef:
+        pool = self.ctx.db.pool
+        async with pool.acquire() as db, db.transaction():
+            await self._group_admin(db, message.conversation_id, conn.user_id)
+            new = [u for u in await storage.existing_users(db, list(dict.fromkeys(message.user_ids)))]
+            current = await storage.member_ids(db, message.conversation_id)
+            new = [u for u in new if u not in current]
+            if len(current) + len(new) > self.settings.messenger_max_members:
+                raise SocketError(TOO_MANY_MEMBERS, ERROR_CODES[TOO_MANY_MEMBERS])
+            await db.executemany(
+                "INSERT INTO conversation_members (conversation_id, user_id, role, read_seq) "
+                "SELECT $1, $2, 'member', last_seq FROM conversations WHERE id = $1",
+                [(message.conversation_id, u) for u in new],
+            )
+            deliveries = await self._view_for_all(db, message.conversation_id, current + new)
+        await self._publish(deliveries)
+        return await self.get(conn, ConversationGet(conversation_id=message.conversation_id))
+
+    async def remove_member(self, conn: SocketContext, message: ConversationRemoveMember) -> ConversationRef:
+        async with self.ctx.db.pool.acquire() as db, db.transaction():
+            my_role = await self._group_admin(db, message.conversation_id, conn.user_id)
+            their_role = await storage.role_of(db, message.conversation_id, message.user_id)
+            if their_role is None:
+                raise _not_found()
+            if their_role == "owner" or (their_role == "admin" and my_role != "owner"):
+                raise SocketError(FORBIDDEN, "Only the owner removes admins; nobody removes the owner.")
+            deliveries = await self._drop_member(db, message.conversation_id, message.user_id)
+        await self._publish(deliveries)
+        return await self.get(conn, ConversationGet(conversation_id=message.conversation_id))
+
+    async def leave(self, conn: SocketContext, message: ConversationLeave) -> None:
+        async with self.ctx.db.pool.acquire() as db, db.transaction():
+            kind = await db.fetchval(
+                "SELECT kind FROM conversations WHERE id = $1 FOR UPDATE", message.conversation_id
+            )
+            role = await self._member(db, message.conversation_id, conn.user_id)
+            if kind != "group":
+                raise SocketError(FORBIDDEN, "You cannot leave a direct conversation.")
+            if role == "owner":  # hand the group to the longest-standing admin, else member
+                await db.execute(
+                    "UPDATE conversation_members SET role = 'owner' "
+                    "WHERE conversation_id = $1 AND user_id = (SELECT user_id FROM conversation_members "
+                    "WHERE conversation_id = $1 AND user_id <> $2 "
+                    "ORDER BY role = 'admin' DESC, joined_at LIMIT 1)",
+                    message.conversation_id,
+                    conn.user_id,
+                )
+            deliveries = await self._drop_member(db, message.conversation_id, conn.user_id)
+        await self._publish(deliveries)
+
+    async def _drop_member(
+        self, db: asyncpg.Connection, conversation_id: uuid.UUID, user_id: uuid.UUID
+    ) -> list[streams.DurableDelivery]:
+        await db.execute(
+            "DELETE FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+            conversation_id,
+            user_id,
+        )
+        gone = await self._emit(db, [user_id], ConversationRemoved(conversation_id=conversation_id))
+        return [
+            gone,
+            *await self._view_for_all(db, conversation_id, await storage.member_ids(db, conversation_id)),
+        ]
+
+    async def promote(self, conn: SocketContext, message: ConversationPromote) -> ConversationRef:
+        async with self.ctx.db.pool.acquire() as db, db.transaction():
+            role = await self._group_admin(db, message.conversation_id, conn.user_id)
+            if role != "owner":
+                raise SocketError(FORBIDDEN, "Only the owner changes roles.")
+            if await storage.role_of(db, message.conversation_id, message.user_id) in (None, "owner"):
+                raise _not_found()
+            await db.execute(
+                "UPDATE conversation_members SET role = $3 WHERE conversation_id = $1 AND user_id = $2",
+                message.conversation_id,
+                message.user_id,
+                message.role,
+            )
+            deliveries = await self._view_for_all(
+                db, message.conversation_id, await storage.member_ids(db, message.conversation_id)
+            )
+        await self._publish(deliveries)
+        return await self.get(conn, ConversationGet(conversation_id=message.conversation_id))
+
+    async def sync(self, conn: SocketContext, message: ConversationSync) -> SyncResult:
+        """Every conversation's state, and up to ``limit`` messages after the seq the client holds."""
+        pool = self.ctx.db.pool
+        views = await storage.conversations(pool, conn.user_id)
+        found: list[Message] = []
+        budget = message.limit
+        for view in views:
+            held = message.since.get(str(view.id))
+            if held is None or held >= view.last_seq or budget <= 0:
+                continue
+            page = await storage.messages_where(
+                pool,
+                conn.user_id,
+                "m.conversation_id = $2 AND m.seq > $3",
+                view.id,
+                held,
+                order="m.seq",
+                limit=budget,
+            )
+            found.extend(page)
+            budget -= len(page)
+        return SyncResult(conversations=views, messages=found)
+
+    # --- messages -------------------------------------------------------------------------------
+
+    async def send(self, conn: SocketContext, message: MessageSend) -> MessageRef:
+        text = self._check_text(message.text)
+        return await self._store(
+            conn.user_id, message.conversation_id, message.client_msg_id, text, message.reply_to, None
+        )
+
+    async def forward(self, conn: SocketContext, message: MessageForward) -> MessageRef:
+        original = await storage.message_row(self.ctx.db.pool, message.message_id, conn.user_id)
+        if original is None or original["deleted_at"] is not None:
+            raise _not_found()
+        return await self._store(
+            conn.user_id,
+            message.conversation_id,
+            message.client_msg_id,
+            original["text"],
+            None,
+            original["id"],
+        )
+
+    async def _store(
+        self,
+        sender: uuid.UUID,
+        conversation_id: uuid.UUID,
+        client_msg_id: str,
+        text: str | None,
+        reply_to: uuid.UUID | None,
+        forwarded_from: uuid.UUID | None,
+    ) -> MessageRef:
+        pool = self.ctx.db.pool
+        async with pool.acquire() as db, db.transaction():
+            await self._member(db, conversation_id, sender)
+            retried = await db.fetchval(
+                "SELECT id FROM messages WHERE sender_id = $1 AND client_msg_id = $2", sender, client_msg_id
+            )
+            if retried is not None:  # the client retried a send that had worked: same message, no event
+                stored = await storage.message(db, retried)
+                assert stored is not None
+                return MessageRef(message=stored)
+            if reply_to is not None:
+                same = await db.fetchval(
+                    "SELECT 1 FROM messages WHERE id = $1 AND conversation_id = $2", reply_to, conversation_id
+                )
+                if same is None:
+                    raise SocketError(
+                        NOT_FOUND,
+                        "The message replied to is not in this conversation.",
+                        {"field": "reply_to"},
+                    )
+            seq = await storage.next_seq(db, conversation_id)
+            message_id: uuid.UUID = await db.fetchval(
+                "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, text, reply_to, "
+                "forwarded_from, created_at) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                conversation_id,
+                seq,
+                sender,
+                client_msg_id,
+                text,
+                reply_to,
+                forwarded_from,
+                self.ctx.clock.now(),  # the edit and delete windows are measured on the same clock
+            )
+            # Sending marks everything up to it read for the sender.
+            await db.execute(
+                "UPDATE conversation_members SET read_seq = GREATEST(read_seq, $3) "
+                "WHERE conversation_id = $1 AND user_id = $2",
+                conversation_id,
+                sender,
+                seq,
+            )
+            stored = await storage.message(db, message_id)
+            assert stored is not None
+            delivery = await self._emit(
+                db, await storage.member_ids(db, conversation_id), MessageNew(message=stored)
+            )
+        await self.ctx.events.publish_durable(delivery)
+        return MessageRef(message=stored)
+
+    async def edit(self, conn: SocketContext, message: MessageEdit) -> MessageRef:
+        text = self._check_text(message.text)
+        async with self.ctx.db.pool.acquire() as db, db.transaction():
+            row = await storage.message_row(db, message.message_id, conn.user_id, lock=True)
+            if row is None or row["deleted_at"] is not None:
+                raise _not_found()
+            if row["sender_id"] != conn.user_id:
+                raise SocketError(FORBIDDEN, "Only the author edits a message.")
+            if self.ctx.clock.now() - row["created_at"] > self.settings.messenger_edit_window:
+                raise SocketError(EDIT_WINDOW_PASSED, ERROR_CODES[EDIT_WINDOW_PASSED])
+            await db.execute(
+                "INSERT INTO message_versions (message_id, version, text) SELECT $1, "
+                "COALESCE(MAX(version), 0) + 1, $2 FROM message_versions WHERE message_id = $1",
+                message.message_id,
+                row["text"],
+            )
+            await db.execute(
+                "UPDATE messages SET text = $2, edited_at = $3 WHERE id = $1",
+                message.message_id,
+                text,
+                self.ctx.clock.now(),
+            )
+            delivery, ref = await self._announce(db, message.message_id, "edited")
+        await self.ctx.events.publish_durable(delivery)
+        return ref
+
+    async def delete(self, conn: SocketContext, message: MessageDelete) -> None:
+        async with self.ctx.db.pool.acquire() as db, db.transaction():
+            row = await storage.message_row(db, message.message_id, conn.user_id, lock=True)
+            if row is None:
+                raise _not_found()
+            if message.scope == "me":
+                await db.execute(
+                    "INSERT INTO message_hidden (message_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    message.message_id,
+                    conn.user_id,
+                )
+                return
+            if row["deleted_at"] is not None:
+                return
+            is_admin = row["role"] in ("owner", "admin") and await db.fetchval(
+                "SELECT kind = 'group' FROM conversations WHERE id = $1", row["conversation_id"]
+            )
+            if not is_admin:
+                if row["sender_id"] != conn.user_id:
+                    raise SocketError(FORBIDDEN, "Only the author (or a group admin) deletes for everyone.")
+                if self.ctx.clock.now() - row["created_at"] > self.settings.messenger_delete_window:
+                    raise SocketError(DELETE_WINDOW_PASSED, ERROR_CODES[DELETE_WINDOW_PASSED])
+            await db.execute(
+                "UPDATE messages SET deleted_at = $2, text = NULL, pinned_at = NULL WHERE id = $1",
+                message.message_id,
+                self.ctx.clock.now(),
+            )
+            await db.execute("DELETE FROM message_versions WHERE message_id = $1", message.message_id)
+            await db.execute("DELETE FROM message_reactions WHERE message_id = $1", message.message_id)
+            delivery, _ = await self._announce(db, message.message_id, "deleted")
+        await self.ctx.events.publish_durable(delivery)
+
+    async def react(self, conn: SocketContext, message: MessageReact) -> MessageRef:
+        async with self.ctx.db.pool.acquire() as db, db.transaction():
+            row = await storage.message_row(db, message.message_id, conn.user_id, lock=True)
+            if row is None or row["deleted_at"] is not None:
+                raise _not_found()
+            removed = await db.fetchval(
+                "DELETE FROM message_reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3 "
+                "RETURNING 1",
+                message.message_id,
+                conn.user_id,
+                message.emoji,
+            )
+            if removed is None:
+                await db.execute(
+                    "INSERT INTO message_reactions (message_id, user_id, emoji) VALUES ($1, $2, $3)",
+                    message.message_id,
+                    conn.user_id,
+                    message.emoji,
+                )
+            delivery, ref = await self._announce(db, message.message_id, "reaction")
+        await self.ctx.events.publish_durable(delivery)
+        return ref
+
+    async def pin(self, conn: SocketContext, message: MessagePin) -> MessageRef:
+        async with self.ctx.db.pool.acquire() as db, db.transaction():
+            row = await storage.message_row(db, message.message_id, conn.user_id, lock=True)
+            if row is None or row["deleted_at"] is not None:
+                raise _not_found()
+            kind = await db.fetchval("SELECT kind FROM conversations WHERE id = $1", row["conversation_id"])
+            if kind == "group" and row["role"] not in ("owner", "admin"):
+                raise SocketError(FORBIDDEN, "Only the group's admins pin messages.")
+            await db.execute(
+                "UPDATE messages SET pinned_at = $2 WHERE id = $1",
+                message.message_id,
+                self.ctx.clock.now() if message.pinned else None,
+            )
+            delivery, ref = await self._announce(
+                db, message.message_id, "pinned" if message.pinned else "unpinned"
+            )
+        await self.ctx.events.publish_durable(delivery)
+        return ref
+
+    async def _announce(
+        self, db: asyncpg.Connection, message_id: uuid.UUID, change: str
+    ) -> tuple[streams.DurableDelivery, MessageRef]:
+        """Every member's durable event with the message's new state; publish it after the commit."""
+        stored = await storage.message(db, message_id)
+        assert stored is not None
+        members = await storage.member_ids(db, stored.conversation_id)
+        delivery = await self._emit(db, members, MessageUpdated(message=stored, change=change))  # type: ignore[arg-type]
+        return delivery, MessageRef(message=stored)
+
+    async def history(self, conn: SocketContext, message: MessageHistory) -> MessagePage:
+        pool = self.ctx.db.pool
+        await self._member(pool, message.conversation_id, conn.user_id)
+        if message.after_seq is not None:
+            page = await storage.messages_where(
+                pool,
+                conn.user_id,
+                "m.conversation_id = $2 AND m.seq > $3",
+                message.conversation_id,
+                message.after_seq,
+                order="m.seq",
+                limit=message.limit + 1,
+            )
+            more = len(page) > message.limit
+            return MessagePage(messages=page[: message.limit], has_more=more)
+        before = message.before_seq if message.before_seq is not None else 2**62
+        page = await storage.messages_where(
+            pool,
+            conn.user_id,
+            "m.conversation_id = $2 AND m.seq < $3",
+            message.conversation_id,
+            before,
+            order="m.seq DESC",
+            limit=message.limit + 1,
+        )
+        more = len(page) > message.limit
+        return MessagePage(messages=list(reversed(page[: message.limit])), has_more=more)
+
+    async def search(self, conn: SocketContext, message: MessageSearch) -> MessagePage:
+        pool = self.ctx.db.pool
+        if message.conversation_id is not None:
+            await self._member(pool, message.conversation_id, conn.user_id)
+        page = await storage.messages_where(
+            pool,
+            conn.user_id,
+            "m.search @@ websearch_to_tsquery('simple', $2) AND m.deleted_at IS NULL "
+            "AND m.conversation_id IN (SELECT conversation_id FROM conversation_members WHERE user_id = $1) "
+            "AND ($3::uuid IS NULL OR m.conversation_id = $3)",
+            message.query,
+            message.conversation_id,
+            order="m.created_at DESC",
+            limit=message.limit,
+        )
+        return MessagePage(messages=page, has_more=False)
+
+    async def read(self, conn: SocketContext, message: MessageRead) -> None:
+        pool = self.ctx.db.pool
+        async with pool.acquire() as db, db.transaction():
+            moved = await db.fetchval(
+                "UPDATE conversation_members cm SET read_seq = LEAST($3, c.last_seq) FROM conversations c "
+                "WHERE cm.conversation_id = $1 AND cm.user_id = $2 AND c.id = cm.conversation_id "
+                "AND cm.read_seq < LEAST($3, c.last_seq) RETURNING cm.read_seq",
+                message.conversation_id,
+                conn.user_id,
+                message.seq,
+            )
+            if moved is None:
+                await self._member(db, message.conversation_id, conn.user_id)  # not_found for outsiders
+                return  # a high-water mark never moves back
+            shares = await db.fetchval("SELECT read_receipts FROM users WHERE id = $1", conn.user_id)
+            members = await storage.member_ids(db, message.conversation_id)
+            audience = members if shares else [conn.user_id]  # my other devices always learn it
+            receipt = ReadReceipt(conversation_id=message.conversation_id, user_id=conn.user_id, seq=moved)
+            delivery = await self._emit(db, audience, receipt)
+        await self.ctx.events.publish_durable(delivery)
+
+    async def receipts(self, conn: SocketContext, message: ReceiptsSet) -> None:
+        await self.ctx.db.pool.execute(
+            "UPDATE users SET read_receipts = $2 WHERE id = $1", conn.user_id, message.enabled
+        )
+
+    async def typing(self, conn: SocketContext, message: Typing) -> None:
+        key = (conn.conn_id, message.conversation_id)
+        now = time.monotonic()
+        if now - self._typing_sent.get(key, 0.0) < TYPING_THROTTLE_SECONDS:
+            return  # throttled: the last one still shows
+        pool = self.ctx.db.pool
+        await self._member(pool, message.conversation_id, conn.user_id)
+        members = await storage.member_ids(pool, message.conversation_id)
+        if len(members) > self.settings.messenger_typing_max_members:
+            return
+        if len(self._typing_sent) > 100_000:
+            self._typing_sent.clear()
+        self._typing_sent[key] = now
+        event = TypingEvent(
+            conversation_id=message.conversation_id, user_id=conn.user_id, expires_in_ms=TYPING_TTL_MS
+        )
+        await self.ctx.events.push([m for m in members if m != conn.user_id], event)
+
+    async def audience(self, user_id: uuid.UUID) -> set[uuid.UUID]:
+        """Presence: the users who share a conversation with ``user_id``."""
+        rows = await self.ctx.db.pool.fetch(
+            "SELECT DISTINCT other.user_id FROM conversation_members mine "
+            "JOIN conversation_members other ON other.conversation_id = mine.conversation_id "
+            "WHERE mine.user_id = $1",
+            user_id,
+        )
+        return {r["user_id"] for r in rows}

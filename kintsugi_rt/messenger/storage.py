@@ -1,0 +1,198 @@
+"""SQL for conversations, members and messages. Every query is parameterised."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from typing import Any, TypeAlias
+
+import asyncpg
+
+from kintsugi_rt.messenger.messages import Conversation, Member, Message, Reaction
+
+Executor: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
+
+_MESSAGE_COLUMNS = (
+    "m.id, m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.created_at, m.text, m.reply_to, "
+    "m.forwarded_from, m.edited_at, m.deleted_at, m.pinned_at"
+)
+
+
+def _message(row: Any, reactions: list[Reaction] | None = None) -> Message:
+    deleted = row["deleted_at"] is not None
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        seq=row["seq"],
+        sender_id=row["sender_id"],
+        client_msg_id=row["client_msg_id"],
+        created_at=row["created_at"],
+        text=None if deleted else row["text"],
+        reply_to=row["reply_to"],
+        forwarded_from=row["forwarded_from"],
+        edited_at=row["edited_at"],
+        deleted=deleted,
+        pinned=row["pinned_at"] is not None,
+        reactions=[] if deleted else (reactions or []),
+    )
+
+
+async def role_of(db: Executor, conversation_id: uuid.UUID, user_id: uuid.UUID) -> str | None:
+    """The user's role in the conversation; ``None`` for a non-member (who must learn nothing more)."""
+    role: str | None = await db.fetchval(
+        "SELECT role FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+        conversation_id,
+        user_id,
+    )
+    return role
+
+
+async def member_ids(db: Executor, conversation_id: uuid.UUID) -> list[uuid.UUID]:
+    rows = await db.fetch(
+        "SELECT user_id FROM conversation_members WHERE conversation_id = $1", conversation_id
+    )
+    return [r["user_id"] for r in rows]
+
+
+async def existing_users(db: Executor, user_ids: list[uuid.UUID]) -> list[uuid.UUID]:
+    rows = await db.fetch("SELECT id FROM users WHERE id = ANY($1::uuid[])", user_ids)
+    return [r["id"] for r in rows]
+
+
+async def reactions_for(db: Executor, message_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Reaction]]:
+    rows = await db.fetch(
+        "SELECT message_id, emoji, array_agg(user_id ORDER BY created_at) AS users FROM message_reactions "
+        "WHERE message_id = ANY($1::uuid[]) GROUP BY message_id, emoji ORDER BY message_id, min(created_at)",
+        message_ids,
+    )
+    found: defaultdict[uuid.UUID, list[Reaction]] = defaultdict(list)
+    for r in rows:
+        found[r["message_id"]].append(Reaction(emoji=r["emoji"], user_ids=list(r["users"])))
+    return found
+
+
+async def messages_where(
+    db: Executor, viewer: uuid.UUID, condition: str, *args: Any, order: str, limit: int
+) -> list[Message]:
+    """Messages matching ``condition`` (on alias ``m``; parameters from $2), minus those the viewer hid."""
+    rows = await db.fetch(
+        f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE {condition} "  # noqa: S608 - fixed fragments only
+        "AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.user_id = $1 AND h.message_id = m.id) "
+        f"ORDER BY {order} LIMIT {int(limit)}",
+        viewer,
+        *args,
+    )
+    reactions = await reactions_for(db, [r["id"] for r in rows])
+    return [_message(r, reactions.get(r["id"])) for r in rows]
+
+
+async def message(db: Executor, message_id: uuid.UUID) -> Message | None:
+    row = await db.fetchrow(f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE m.id = $1", message_id)  # noqa: S608
+    if row is None:
+        return None
+    reactions = await reactions_for(db, [message_id])
+    return _message(row, reactions.get(message_id))
+
+
+async def message_row(db: Executor, message_id: uuid.UUID, viewer: uuid.UUID, *, lock: bool = False) -> Any:
+    """A message row, only if the viewer is a member of its conversation, with the viewer's role."""
+    return await db.fetchrow(
+        "SELECT m.*, cm.role FROM messages m JOIN conversation_members cm "  # noqa: S608 - fixed fragments only
+        "ON cm.conversation_id = m.conversation_id AND cm.user_id = $2 WHERE m.id = $1"
+        + (" FOR UPDATE OF m" if lock else ""),
+        message_id,
+        viewer,
+    )
+
+
+async def conversations(
+    db: Executor, viewer: uuid.UUID, ids: list[uuid.UUID] | None = None
+) -> list[Conversation]:
+    """The viewer's conversations (or those of ``ids`` they belong to), newest activity first."""
+    rows = await db.fetch(
+        """
+        SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, c.updated_at, me.read_seq
+        FROM conversation_members me JOIN conversations c ON c.id = me.conversation_id
+        WHERE me.user_id = $1 AND ($2::uuid[] IS NULL OR c.id = ANY($2::uuid[]))
+        ORDER BY c.updated_at DESC, c.id
+        """,
+        viewer,
+        ids,
+    )
+    if not rows:
+        return []
+    conversation_ids = [r["id"] for r in rows]
+    members = await db.fetch(
+        """
+        SELECT cm.conversation_id, cm.user_id, cm.role, cm.read_seq, u.display_name, u.read_receipts
+        FROM conversation_members cm JOIN users u ON u.id = cm.user_id
+        WHERE cm.conversation_id = ANY($1::uuid[]) ORDER BY cm.joined_at, cm.user_id
+        """,
+        conversation_ids,
+    )
+    by_conversation: defaultdict[uuid.UUID, list[Member]] = defaultdict(list)
+    for m in members:
+        by_conversation[m["conversation_id"]].append(
+            Member(
+                user_id=m["user_id"],
+                role=m["role"],
+                display_name=m["display_name"],
+                read_seq=m["read_seq"] if (m["read_receipts"] or m["user_id"] == viewer) else None,
+            )
+        )
+    # Unread: messages after my read mark, not mine, not hidden — counted on the (conversation_id, seq) index.
+    unread_rows = await db.fetch(
+        """
+        SELECT me.conversation_id, count(m.id) AS unread
+        FROM conversation_members me
+        JOIN messages m ON m.conversation_id = me.conversation_id AND m.seq > me.read_seq
+        WHERE me.user_id = $1 AND me.conversation_id = ANY($2::uuid[])
+          AND m.sender_id IS DISTINCT FROM $1 AND m.deleted_at IS NULL
+        GROUP BY me.conversation_id
+        """,
+        viewer,
+        conversation_ids,
+    )
+    unread = {r["conversation_id"]: r["unread"] for r in unread_rows}
+    last_rows = await db.fetch(
+        f"""
+        SELECT {_MESSAGE_COLUMNS} FROM unnest($2::uuid[]) AS cid(id)
+        CROSS JOIN LATERAL (
+            SELECT * FROM messages x WHERE x.conversation_id = cid.id
+            AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.user_id = $1 AND h.message_id = x.id)
+            ORDER BY x.seq DESC LIMIT 1
+        ) m
+        """,  # noqa: S608
+        viewer,
+        conversation_ids,
+    )
+    last = {r["conversation_id"]: _message(r) for r in last_rows}
+    return [
+        Conversation(
+            id=r["id"],
+            kind=r["kind"],
+            title=r["title"],
+            members=by_conversation[r["id"]],
+            last_seq=r["last_seq"],
+            read_seq=r["read_seq"],
+            unread=unread.get(r["id"], 0),
+            created_at=r["created_at"],
+            last_message=last.get(r["id"]),
+        )
+        for r in rows
+    ]
+
+
+async def conversation_of(db: Executor, viewer: uuid.UUID, conversation_id: uuid.UUID) -> Conversation | None:
+    found = await conversations(db, viewer, [conversation_id])
+    return found[0] if found else None
+
+
+async def next_seq(conn: asyncpg.Connection, conversation_id: uuid.UUID) -> int:
+    """The conversation's next seq; the row stays locked until commit, so seqs commit in order."""
+    seq: int = await conn.fetchval(
+        "UPDATE conversations SET last_seq = last_seq + 1, updated_at = now() WHERE id = $1 "
+        "RETURNING last_seq",
+        conversation_id,
+    )
+    return seq
