@@ -12,12 +12,14 @@ from datetime import timedelta
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 from kintsugi_rt.clock import ManualClock
 from kintsugi_rt.settings import Settings
 from tests.support import Node, RedisServer, serve_node
 from tests.test_delivery import hub_settings
+from tests.test_media import ogg_opus, png
 from tests.wsclient import Socket, User, new_user
 
 
@@ -445,3 +447,61 @@ async def test_history_and_unread_use_indexes_on_100k_messages(
     assert "messages_conversation_id_seq_key" in text, text  # the (conversation_id, seq) index
     scans = [node for node in text.split("{") if '"Seq Scan"' in node]
     assert not any('"Relation Name": "messages"' in node for node in scans), text
+
+
+async def test_photo_and_voice_attachments_reach_members_only(settings_for: Callable[..., Settings]) -> None:
+    async with serve_node(settings_for()) as node:
+        ann, bo, eve = (
+            await new_user(node.url, "Ann"),
+            await new_user(node.url, "Bo"),
+            await new_user(node.url, "Eve"),
+        )
+        ann_s, bo_s = await connect(node, ann), await connect(node, bo)
+        conv = (await ann_s.request("conversation.create", kind="direct", user_ids=[bo.id]))["conversation"]
+        async with httpx.AsyncClient(base_url=node.url) as http:
+            photo = await http.post(
+                "/api/media",
+                files={"file": ("cat.png", png(3, 2), "image/png")},
+                headers={"Authorization": f"Bearer {ann.token}"},
+            )
+            voice = await http.post(
+                "/api/media",
+                files={"file": ("note.ogg", ogg_opus(1500), "audio/ogg")},
+                data={"kind": "voice"},
+                headers={"Authorization": f"Bearer {ann.token}"},
+            )
+            assert photo.status_code == voice.status_code == 201, (photo.text, voice.text)
+            photo_id, voice_id = photo.json()["id"], voice.json()["id"]
+
+            sent = await ann_s.request(
+                "message.send",
+                conversation_id=conv["id"],
+                client_msg_id="p",
+                attachments=[photo_id, voice_id],
+            )
+            attachments = sent["message"]["attachments"]
+            assert [a["id"] for a in attachments] == [photo_id, voice_id]
+            assert (attachments[0]["width"], attachments[0]["height"]) == (3, 2)
+            assert attachments[1]["kind"] == "voice" and attachments[1]["duration_ms"] > 0
+            got = await expect_message(bo_s, "message.new", sender_id=ann.id)
+            assert [a["id"] for a in got["message"]["attachments"]] == [photo_id, voice_id]
+
+            as_bo = await http.get(f"/api/media/{photo_id}", headers={"Authorization": f"Bearer {bo.token}"})
+            assert as_bo.status_code == 200 and as_bo.content == png(3, 2)
+            as_eve = await http.get(
+                f"/api/media/{photo_id}", headers={"Authorization": f"Bearer {eve.token}"}
+            )
+            assert as_eve.status_code == 404
+
+            stolen = await bo_s.request(
+                "message.send", conversation_id=conv["id"], client_msg_id="s", attachments=[photo_id]
+            )
+            assert stolen["code"] == "not_found"
+            empty = await bo_s.request("message.send", conversation_id=conv["id"], client_msg_id="e")
+            assert empty["code"] == "bad_request"
+
+            await ann_s.request("message.delete", message_id=sent["message"]["id"], scope="everyone")
+            gone = await http.get(f"/api/media/{photo_id}", headers={"Authorization": f"Bearer {bo.token}"})
+            assert gone.status_code == 404, "a deleted message no longer shares its media"
+        for sock in (ann_s, bo_s):
+            await sock.close()

@@ -8,7 +8,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kintsugi_rt.context import AppContext
+from kintsugi_rt.media import access_checks
 from kintsugi_rt.messenger import messages as m
+from kintsugi_rt.messenger import storage
 from kintsugi_rt.messenger.service import ERROR_CODES, MessengerService
 from kintsugi_rt.modules import Module
 from kintsugi_rt.presence.service import PresenceService
@@ -21,6 +23,10 @@ def _service(conn: SocketContext) -> MessengerService:
     return service
 
 
+async def _can_see_media(ctx: AppContext, user_id: uuid.UUID, media_id: uuid.UUID) -> bool:
+    return await storage.can_see_media(ctx.db.pool, user_id, media_id)
+
+
 def _handler(method: Callable[[MessengerService, SocketContext, Any], Awaitable[Any]]) -> Any:
     async def handle(conn: SocketContext, message: Any) -> Any:
         return await method(_service(conn), conn, message)
@@ -31,6 +37,7 @@ def _handler(method: Callable[[MessengerService, SocketContext, Any], Awaitable[
 async def _start(ctx: AppContext) -> None:
     service = MessengerService(ctx)
     ctx.services["messenger"] = service
+    access_checks(ctx).append(_can_see_media)  # GET /api/media/{id} for the conversation's members
     presence = ctx.services.get("presence")
     if isinstance(presence, PresenceService):
         presence.audience_providers.append(service.audience)  # who shares a conversation sees presence

@@ -73,11 +73,13 @@ class ConversationSync(ClientMessage, tag="conversation.sync"):
 
 
 class MessageSend(ClientMessage, tag="message.send"):
-    """Send; idempotent on ``client_msg_id`` (a retry returns the stored message, never a duplicate)."""
+    """Send text and/or attachments (ids from ``POST /api/media``; a voice message is an audio
+    attachment). Idempotent on ``client_msg_id``: a retry returns the stored message, never a duplicate."""
 
     conversation_id: uuid.UUID
     client_msg_id: ClientMsgId
-    text: str
+    text: str | None = None
+    attachments: Annotated[list[uuid.UUID], msgspec.Meta(max_length=10)] = []
     reply_to: uuid.UUID | None = None
 
 
@@ -160,6 +162,19 @@ class Reaction(msgspec.Struct):
     user_ids: list[uuid.UUID]
 
 
+class Attachment(msgspec.Struct, omit_defaults=True):
+    """Download with ``GET /api/media/{id}`` (members of the conversation only)."""
+
+    id: uuid.UUID
+    kind: str
+    content_type: str
+    size: int
+    filename: str | None = None
+    width: int | None = None
+    height: int | None = None
+    duration_ms: int | None = None
+
+
 class Message(msgspec.Struct, omit_defaults=True):
     id: uuid.UUID
     conversation_id: uuid.UUID
@@ -174,6 +189,7 @@ class Message(msgspec.Struct, omit_defaults=True):
     deleted: bool = False
     pinned: bool = False
     reactions: list[Reaction] = []
+    attachments: list[Attachment] = []
 
 
 class Member(msgspec.Struct):

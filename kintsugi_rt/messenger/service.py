@@ -306,15 +306,26 @@ class MessengerService:
     # --- messages -------------------------------------------------------------------------------
 
     async def send(self, conn: SocketContext, message: MessageSend) -> MessageRef:
-        text = self._check_text(message.text)
+        if message.text is None and not message.attachments:
+            raise SocketError(BAD_REQUEST, "Send text, attachments, or both.", {"field": "text"})
+        text = self._check_text(message.text) if message.text is not None else None
         return await self._store(
-            conn.user_id, message.conversation_id, message.client_msg_id, text, message.reply_to, None
+            conn.user_id,
+            message.conversation_id,
+            message.client_msg_id,
+            text,
+            message.reply_to,
+            None,
+            list(dict.fromkeys(message.attachments)),
         )
 
     async def forward(self, conn: SocketContext, message: MessageForward) -> MessageRef:
         original = await storage.message_row(self.ctx.db.pool, message.message_id, conn.user_id)
         if original is None or original["deleted_at"] is not None:
             raise _not_found()
+        attachments = await self.ctx.db.pool.fetch(
+            "SELECT media_id FROM message_attachments WHERE message_id = $1 ORDER BY position", original["id"]
+        )
         return await self._store(
             conn.user_id,
             message.conversation_id,
@@ -322,6 +333,8 @@ class MessengerService:
             original["text"],
             None,
             original["id"],
+            [r["media_id"] for r in attachments],
+            attachments_checked=True,
         )
 
     async def _store(
@@ -332,6 +345,9 @@ class MessengerService:
         text: str | None,
         reply_to: uuid.UUID | None,
         forwarded_from: uuid.UUID | None,
+        attachments: list[uuid.UUID],
+        *,
+        attachments_checked: bool = False,
     ) -> MessageRef:
         pool = self.ctx.db.pool
         async with pool.acquire() as db, db.transaction():
@@ -353,6 +369,15 @@ class MessengerService:
                         "The message replied to is not in this conversation.",
                         {"field": "reply_to"},
                     )
+            if attachments and not attachments_checked:
+                # Only your own uploads can be attached (forwarding carries what you could see).
+                owned = await db.fetchval(
+                    "SELECT count(*) FROM media WHERE id = ANY($1::uuid[]) AND owner_id = $2",
+                    attachments,
+                    sender,
+                )
+                if owned != len(attachments):
+                    raise SocketError(NOT_FOUND, "No such media.", {"field": "attachments"})
             seq = await storage.next_seq(db, conversation_id)
             message_id: uuid.UUID = await db.fetchval(
                 "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, text, reply_to, "
@@ -366,6 +391,10 @@ class MessengerService:
                 reply_to,
                 forwarded_from,
                 self.ctx.clock.now(),  # the edit and delete windows are measured on the same clock
+            )
+            await db.executemany(
+                "INSERT INTO message_attachments (message_id, media_id, position) VALUES ($1, $2, $3)",
+                [(message_id, media_id, i) for i, media_id in enumerate(attachments)],
             )
             # Sending marks everything up to it read for the sender.
             await db.execute(

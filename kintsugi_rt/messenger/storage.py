@@ -8,7 +8,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from kintsugi_rt.messenger.messages import Conversation, Member, Message, Reaction
+from kintsugi_rt.messenger.messages import Attachment, Conversation, Member, Message, Reaction
 
 Executor: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 
@@ -18,7 +18,9 @@ _MESSAGE_COLUMNS = (
 )
 
 
-def _message(row: Any, reactions: list[Reaction] | None = None) -> Message:
+def _message(
+    row: Any, reactions: list[Reaction] | None = None, attachments: list[Attachment] | None = None
+) -> Message:
     deleted = row["deleted_at"] is not None
     return Message(
         id=row["id"],
@@ -34,6 +36,7 @@ def _message(row: Any, reactions: list[Reaction] | None = None) -> Message:
         deleted=deleted,
         pinned=row["pinned_at"] is not None,
         reactions=[] if deleted else (reactions or []),
+        attachments=[] if deleted else (attachments or []),
     )
 
 
@@ -71,6 +74,30 @@ async def reactions_for(db: Executor, message_ids: list[uuid.UUID]) -> dict[uuid
     return found
 
 
+async def attachments_for(db: Executor, message_ids: list[uuid.UUID]) -> dict[uuid.UUID, list[Attachment]]:
+    rows = await db.fetch(
+        "SELECT a.message_id, md.id, md.kind, md.content_type, md.size, md.filename, md.width, md.height, "
+        "md.duration_ms FROM message_attachments a JOIN media md ON md.id = a.media_id "
+        "WHERE a.message_id = ANY($1::uuid[]) ORDER BY a.message_id, a.position",
+        message_ids,
+    )
+    found: defaultdict[uuid.UUID, list[Attachment]] = defaultdict(list)
+    for r in rows:
+        found[r["message_id"]].append(
+            Attachment(
+                id=r["id"],
+                kind=r["kind"],
+                content_type=r["content_type"],
+                size=r["size"],
+                filename=r["filename"],
+                width=r["width"],
+                height=r["height"],
+                duration_ms=r["duration_ms"],
+            )
+        )
+    return found
+
+
 async def messages_where(
     db: Executor, viewer: uuid.UUID, condition: str, *args: Any, order: str, limit: int
 ) -> list[Message]:
@@ -82,8 +109,10 @@ async def messages_where(
         viewer,
         *args,
     )
-    reactions = await reactions_for(db, [r["id"] for r in rows])
-    return [_message(r, reactions.get(r["id"])) for r in rows]
+    ids = [r["id"] for r in rows]
+    reactions = await reactions_for(db, ids)
+    attachments = await attachments_for(db, ids)
+    return [_message(r, reactions.get(r["id"]), attachments.get(r["id"])) for r in rows]
 
 
 async def message(db: Executor, message_id: uuid.UUID) -> Message | None:
@@ -91,7 +120,8 @@ async def message(db: Executor, message_id: uuid.UUID) -> Message | None:
     if row is None:
         return None
     reactions = await reactions_for(db, [message_id])
-    return _message(row, reactions.get(message_id))
+    attachments = await attachments_for(db, [message_id])
+    return _message(row, reactions.get(message_id), attachments.get(message_id))
 
 
 async def message_row(db: Executor, message_id: uuid.UUID, viewer: uuid.UUID, *, lock: bool = False) -> Any:
@@ -186,6 +216,18 @@ async def conversations(
 async def conversation_of(db: Executor, viewer: uuid.UUID, conversation_id: uuid.UUID) -> Conversation | None:
     found = await conversations(db, viewer, [conversation_id])
     return found[0] if found else None
+
+
+async def can_see_media(db: Executor, user_id: uuid.UUID, media_id: uuid.UUID) -> bool:
+    """A member of a conversation holding the media in a message that is not deleted."""
+    found: bool = await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM message_attachments a JOIN messages m ON m.id = a.message_id "
+        "JOIN conversation_members cm ON cm.conversation_id = m.conversation_id AND cm.user_id = $1 "
+        "WHERE a.media_id = $2 AND m.deleted_at IS NULL)",
+        user_id,
+        media_id,
+    )
+    return found
 
 
 async def next_seq(conn: asyncpg.Connection, conversation_id: uuid.UUID) -> int:
