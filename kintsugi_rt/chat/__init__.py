@@ -11,7 +11,13 @@ from kintsugi_rt.chat import messages as m
 from kintsugi_rt.chat.service import ERROR_CODES, ChatService
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.modules import Module
-from kintsugi_rt.socket.registry import ServerEvent, SocketContext, SocketFeatures, SocketHandler
+from kintsugi_rt.socket.registry import (
+    ServerEvent,
+    SocketContext,
+    SocketFeatures,
+    SocketHandler,
+    service_handler,
+)
 
 
 def _service(conn: SocketContext) -> ChatService:
@@ -21,10 +27,7 @@ def _service(conn: SocketContext) -> ChatService:
 
 
 def _handler(method: Callable[[ChatService, SocketContext, Any], Awaitable[Any]]) -> Any:
-    async def handle(conn: SocketContext, message: Any) -> Any:
-        return await method(_service(conn), conn, message)
-
-    return handle
+    return service_handler("chat", method)
 
 
 async def _start(ctx: AppContext) -> None:

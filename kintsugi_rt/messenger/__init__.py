@@ -14,13 +14,13 @@ from kintsugi_rt.messenger import storage
 from kintsugi_rt.messenger.service import ERROR_CODES, MessengerService
 from kintsugi_rt.modules import Module
 from kintsugi_rt.presence.service import PresenceService
-from kintsugi_rt.socket.registry import ServerEvent, SocketContext, SocketFeatures, SocketHandler
-
-
-def _service(conn: SocketContext) -> MessengerService:
-    service = conn.app.services["messenger"]
-    assert isinstance(service, MessengerService)
-    return service
+from kintsugi_rt.socket.registry import (
+    ServerEvent,
+    SocketContext,
+    SocketFeatures,
+    SocketHandler,
+    service_handler,
+)
 
 
 async def _can_see_media(ctx: AppContext, user_id: uuid.UUID, media_id: uuid.UUID) -> bool:
@@ -28,10 +28,7 @@ async def _can_see_media(ctx: AppContext, user_id: uuid.UUID, media_id: uuid.UUI
 
 
 def _handler(method: Callable[[MessengerService, SocketContext, Any], Awaitable[Any]]) -> Any:
-    async def handle(conn: SocketContext, message: Any) -> Any:
-        return await method(_service(conn), conn, message)
-
-    return handle
+    return service_handler("messenger", method)
 
 
 async def _start(ctx: AppContext) -> None:

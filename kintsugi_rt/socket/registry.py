@@ -55,6 +55,15 @@ Handler = Callable[[SocketContext, Any], Awaitable[Result]]
 LifecycleHook = Callable[[SocketContext], Awaitable[None]]
 
 
+def service_handler(service: str, method: Callable[[Any, SocketContext, Any], Awaitable[Result]]) -> Handler:
+    """A handler that calls ``method`` on the object a module keeps in ``ctx.services[service]``."""
+
+    async def handle(conn: SocketContext, message: Any) -> Result:
+        return await method(conn.app.services[service], conn, message)
+
+    return handle
+
+
 @dataclass(frozen=True, slots=True)
 class SocketHandler:
     """One client frame type, its handler, and an example frame for docs/protocol.md."""
