@@ -205,6 +205,8 @@ async def test_read_receipts_can_be_kept_private(settings_for: Callable[..., Set
         bo_phone = await connect(node, bo)
         conv = (await ann_s.request("conversation.create", kind="direct", user_ids=[bo.id]))["conversation"]
         await ann_s.request("message.send", conversation_id=conv["id"], client_msg_id="x", text="hello")
+        sent = (await ann_s.request("conversation.get", conversation_id=conv["id"]))["conversation"]
+        assert (sent["read_seq"], sent["unread"]) == (1, 0), "sending marks it read for the sender"
         assert (await bo_s.request("receipts.set", enabled=False))["type"] == "ok"
         await bo_s.request("message.read", conversation_id=conv["id"], seq=1)
         assert (await bo_phone.expect("message.read"))["seq"] == 1  # Bo's own devices still learn it

@@ -378,13 +378,9 @@ class MessengerService:
                 )
                 if owned != len(attachments):
                     raise SocketError(NOT_FOUND, "No such media.", {"field": "attachments"})
-            seq = await storage.next_seq(db, conversation_id)
-            message_id: uuid.UUID = await db.fetchval(
-                "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, text, reply_to, "
-                "forwarded_from, created_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+            stored = await storage.insert_message(
+                db,
                 conversation_id,
-                seq,
                 sender,
                 client_msg_id,
                 text,
@@ -392,20 +388,12 @@ class MessengerService:
                 forwarded_from,
                 self.ctx.clock.now(),  # the edit and delete windows are measured on the same clock
             )
-            await db.executemany(
-                "INSERT INTO message_attachments (message_id, media_id, position) VALUES ($1, $2, $3)",
-                [(message_id, media_id, i) for i, media_id in enumerate(attachments)],
-            )
-            # Sending marks everything up to it read for the sender.
-            await db.execute(
-                "UPDATE conversation_members SET read_seq = GREATEST(read_seq, $3) "
-                "WHERE conversation_id = $1 AND user_id = $2",
-                conversation_id,
-                sender,
-                seq,
-            )
-            stored = await storage.message(db, message_id)
-            assert stored is not None
+            if attachments:
+                await db.executemany(
+                    "INSERT INTO message_attachments (message_id, media_id, position) VALUES ($1, $2, $3)",
+                    [(stored.id, media_id, i) for i, media_id in enumerate(attachments)],
+                )
+                stored.attachments = (await storage.attachments_for(db, [stored.id])).get(stored.id, [])
             delivery = await self._emit(
                 db, await storage.member_ids(db, conversation_id), MessageNew(message=stored)
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
+from datetime import datetime
 from typing import Any, TypeAlias
 
 import asyncpg
@@ -15,6 +16,19 @@ Executor: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 _MESSAGE_COLUMNS = (
     "m.id, m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.created_at, m.text, m.reply_to, "
     "m.forwarded_from, m.edited_at, m.deleted_at, m.pinned_at"
+)
+
+
+# Takes the conversation's next seq, marks it read for the sender and stores the message.
+_INSERT_MESSAGE = (
+    "WITH next AS (UPDATE conversations SET last_seq = last_seq + 1, updated_at = now() "  # noqa: S608
+    "WHERE id = $1 RETURNING last_seq), "
+    "sender_read AS (UPDATE conversation_members "
+    "SET read_seq = GREATEST(read_seq, (SELECT last_seq FROM next)) "
+    "WHERE conversation_id = $1 AND user_id = $2) "
+    "INSERT INTO messages AS m (conversation_id, seq, sender_id, client_msg_id, text, reply_to, "
+    "forwarded_from, created_at) SELECT $1, next.last_seq, $2, $3, $4, $5, $6, $7 FROM next "
+    "RETURNING " + _MESSAGE_COLUMNS
 )
 
 
@@ -230,11 +244,32 @@ async def can_see_media(db: Executor, user_id: uuid.UUID, media_id: uuid.UUID) -
     return found
 
 
-async def next_seq(conn: asyncpg.Connection, conversation_id: uuid.UUID) -> int:
-    """The conversation's next seq; the row stays locked until commit, so seqs commit in order."""
-    seq: int = await conn.fetchval(
-        "UPDATE conversations SET last_seq = last_seq + 1, updated_at = now() WHERE id = $1 "
-        "RETURNING last_seq",
+async def insert_message(
+    conn: asyncpg.Connection,
+    conversation_id: uuid.UUID,
+    sender: uuid.UUID,
+    client_msg_id: str,
+    text: str | None,
+    reply_to: uuid.UUID | None,
+    forwarded_from: uuid.UUID | None,
+    created_at: datetime,
+) -> Message:
+    """Store a new message under the conversation's next seq, and mark it read for its sender.
+
+    One statement: it locks the conversation row (held until commit, so seqs commit in order), and
+    the fewer round trips the transaction makes after that, the shorter every sender in the
+    conversation waits for the lock.
+    """
+    row = await conn.fetchrow(
+        _INSERT_MESSAGE,
         conversation_id,
+        sender,
+        client_msg_id,
+        text,
+        reply_to,
+        forwarded_from,
+        created_at,
     )
-    return seq
+    if row is None:  # the caller checked membership, so the conversation exists
+        raise LookupError(f"conversation {conversation_id} not found")
+    return _message(row)

@@ -36,13 +36,17 @@ async def append(
     users = sorted(set(user_ids))
     if not users:
         return DurableDelivery(body, [], [])
-    # Lock (creating where missing) in user-id order, so overlapping appends cannot deadlock.
-    await conn.execute(
-        "INSERT INTO event_streams (user_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING", users
+    # Lock in user-id order, so overlapping appends cannot deadlock. Streams are created when their
+    # user first connects, so the insert (a second lock pass) is only needed for a missing one.
+    lock = (
+        "SELECT count(*) FROM (SELECT 1 FROM event_streams WHERE user_id = ANY($1::uuid[]) "
+        "ORDER BY user_id FOR UPDATE) locked"
     )
-    await conn.execute(
-        "SELECT 1 FROM event_streams WHERE user_id = ANY($1::uuid[]) ORDER BY user_id FOR UPDATE", users
-    )
+    if await conn.fetchval(lock, users) != len(users):
+        await conn.execute(
+            "INSERT INTO event_streams (user_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING", users
+        )
+        await conn.fetchval(lock, users)
     rows = await conn.fetch(
         """
         WITH bumped AS (
