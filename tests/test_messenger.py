@@ -507,3 +507,44 @@ async def test_photo_and_voice_attachments_reach_members_only(settings_for: Call
             assert gone.status_code == 404, "a deleted message no longer shares its media"
         for sock in (ann_s, bo_s):
             await sock.close()
+
+
+async def test_concurrent_group_changes_with_overlapping_members_do_not_deadlock(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """Groups created and changed at once, over the same users listed in different orders: each
+    member gets their own view, and every stream lock is taken in one global order."""
+    async with serve_node(settings_for()) as node:
+        users = [await new_user(node.url, f"U{i}") for i in range(6)]
+        socks = [await connect(node, users[k % 6]) for k in range(12)]  # one per concurrent request
+        ids = [u.id for u in users]
+
+        async def create(k: int) -> dict[str, Any]:
+            others = [ids[(k + j) % 6] for j in range(1, 6)]
+            if k % 2:
+                others.reverse()
+            return await socks[k].request("conversation.create", kind="group", title=f"g{k}", user_ids=others)
+
+        replies = await asyncio.gather(*(create(k) for k in range(12)))
+        assert [r["type"] for r in replies] == ["ok"] * 12, [r.get("code") for r in replies]
+        groups = [r["conversation"]["id"] for r in replies]
+
+        async def churn(k: int) -> list[dict[str, Any]]:
+            owner, group = socks[k], groups[k]
+            victim = ids[(k + 1 + k // 6) % 6]
+            removed = await owner.request("conversation.remove_member", conversation_id=group, user_id=victim)
+            added = await owner.request("conversation.add_members", conversation_id=group, user_ids=[victim])
+            sent = await owner.request("message.send", conversation_id=group, client_msg_id=cid(), text="hi")
+            return [removed, added, sent]
+
+        results = [r for rs in await asyncio.gather(*(churn(k) for k in range(12))) for r in rs]
+        assert [r["type"] for r in results] == ["ok"] * 36, [r.get("code") for r in results]
+        # Each member's view is their own: unread counts differ between the sender and the others.
+        listed = (await socks[1].request("conversation.list"))["conversations"]
+        assert len(listed) == 12
+        for view in listed:
+            assert len(view["members"]) == 6
+            mine = view["last_message"]["sender_id"] == ids[1]
+            assert view["unread"] == (0 if mine else 1)
+        for sock in socks:
+            await sock.close()

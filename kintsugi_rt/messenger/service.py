@@ -111,12 +111,10 @@ class MessengerService:
         self, conn: asyncpg.Connection, conversation_id: uuid.UUID, members: list[uuid.UUID]
     ) -> list[streams.DurableDelivery]:
         """Each member's own view of the conversation (their read mark and unread count differ)."""
-        deliveries = []
-        for member in members:
-            view = await storage.conversation_of(conn, member, conversation_id)
-            if view is not None:
-                deliveries.append(await self._emit(conn, [member], ConversationUpdated(conversation=view)))
-        return deliveries
+        views = await storage.conversation_views(conn, conversation_id, members)
+        return await streams.append_each(
+            conn, {member: ConversationUpdated(conversation=view) for member, view in views.items()}
+        )
 
     # --- conversations --------------------------------------------------------------------------
 
@@ -255,11 +253,10 @@ class MessengerService:
             conversation_id,
             user_id,
         )
+        remaining = await storage.member_ids(db, conversation_id)
+        await streams.lock(db, [user_id, *remaining])  # two appends: lock all their streams at once
         gone = await self._emit(db, [user_id], ConversationRemoved(conversation_id=conversation_id))
-        return [
-            gone,
-            *await self._view_for_all(db, conversation_id, await storage.member_ids(db, conversation_id)),
-        ]
+        return [gone, *await self._view_for_all(db, conversation_id, remaining)]
 
     async def promote(self, conn: SocketContext, message: ConversationPromote) -> ConversationRef:
         async with self.ctx.db.pool.acquire() as db, db.transaction():

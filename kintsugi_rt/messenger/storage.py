@@ -232,6 +232,78 @@ async def conversation_of(db: Executor, viewer: uuid.UUID, conversation_id: uuid
     return found[0] if found else None
 
 
+async def conversation_views(
+    db: Executor, conversation_id: uuid.UUID, viewers: list[uuid.UUID]
+) -> dict[uuid.UUID, Conversation]:
+    """Each viewer's own view of one conversation (read mark, unread count, receipts they may see,
+    last message they have not hidden), in four queries however many viewers there are.
+    Viewers who are not members are left out."""
+    row = await db.fetchrow(
+        "SELECT id, kind, title, last_seq, created_at FROM conversations WHERE id = $1", conversation_id
+    )
+    if row is None or not viewers:
+        return {}
+    members = await db.fetch(
+        """
+        SELECT cm.user_id, cm.role, cm.read_seq, u.display_name, u.read_receipts
+        FROM conversation_members cm JOIN users u ON u.id = cm.user_id
+        WHERE cm.conversation_id = $1 ORDER BY cm.joined_at, cm.user_id
+        """,
+        conversation_id,
+    )
+    read_seq = {m["user_id"]: m["read_seq"] for m in members}
+    unread_rows = await db.fetch(
+        """
+        SELECT me.user_id, count(m.id) AS unread
+        FROM conversation_members me
+        JOIN messages m ON m.conversation_id = me.conversation_id AND m.seq > me.read_seq
+        WHERE me.conversation_id = $1 AND me.user_id = ANY($2::uuid[])
+          AND m.sender_id IS DISTINCT FROM me.user_id AND m.deleted_at IS NULL
+        GROUP BY me.user_id
+        """,
+        conversation_id,
+        viewers,
+    )
+    unread = {r["user_id"]: r["unread"] for r in unread_rows}
+    last_rows = await db.fetch(
+        f"""
+        SELECT v.id AS viewer, {_MESSAGE_COLUMNS} FROM unnest($2::uuid[]) AS v(id)
+        CROSS JOIN LATERAL (
+            SELECT * FROM messages x WHERE x.conversation_id = $1
+            AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.user_id = v.id AND h.message_id = x.id)
+            ORDER BY x.seq DESC LIMIT 1
+        ) m
+        """,  # noqa: S608
+        conversation_id,
+        viewers,
+    )
+    last = {r["viewer"]: _message(r) for r in last_rows}
+    views = {}
+    for viewer in viewers:
+        if viewer not in read_seq:
+            continue
+        views[viewer] = Conversation(
+            id=row["id"],
+            kind=row["kind"],
+            title=row["title"],
+            members=[
+                Member(
+                    user_id=m["user_id"],
+                    role=m["role"],
+                    display_name=m["display_name"],
+                    read_seq=m["read_seq"] if (m["read_receipts"] or m["user_id"] == viewer) else None,
+                )
+                for m in members
+            ],
+            last_seq=row["last_seq"],
+            read_seq=read_seq[viewer],
+            unread=unread.get(viewer, 0),
+            created_at=row["created_at"],
+            last_message=last.get(viewer),
+        )
+    return views
+
+
 async def can_see_media(db: Executor, user_id: uuid.UUID, media_id: uuid.UUID) -> bool:
     """A member of a conversation holding the media in a message that is not deleted."""
     found: bool = await db.fetchval(

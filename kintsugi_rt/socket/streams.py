@@ -28,6 +28,28 @@ class DurableDelivery:
     positions: list[int]
 
 
+_LOCK = (
+    "SELECT count(*) FROM (SELECT 1 FROM event_streams WHERE user_id = ANY($1::uuid[]) "
+    "ORDER BY user_id FOR UPDATE) locked"
+)
+
+
+async def lock(conn: asyncpg.Connection, user_ids: list[uuid.UUID]) -> None:
+    """Lock these users' streams (creating missing ones) until the transaction ends.
+
+    Locks are taken in user-id order, so transactions whose recipient sets overlap cannot deadlock.
+    A transaction that appends more than once must lock every recipient of all its appends first:
+    locks taken append by append would come in no global order. Streams are created when their user
+    first connects, so the insert (and a second pass) is only needed for a missing one.
+    """
+    users = sorted(set(user_ids))
+    if await conn.fetchval(_LOCK, users) != len(users):
+        await conn.execute(
+            "INSERT INTO event_streams (user_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING", users
+        )
+        await conn.fetchval(_LOCK, users)
+
+
 async def append(
     conn: asyncpg.Connection, user_ids: list[uuid.UUID], event: ServerMessage
 ) -> DurableDelivery:
@@ -36,17 +58,7 @@ async def append(
     users = sorted(set(user_ids))
     if not users:
         return DurableDelivery(body, [], [])
-    # Lock in user-id order, so overlapping appends cannot deadlock. Streams are created when their
-    # user first connects, so the insert (a second lock pass) is only needed for a missing one.
-    lock = (
-        "SELECT count(*) FROM (SELECT 1 FROM event_streams WHERE user_id = ANY($1::uuid[]) "
-        "ORDER BY user_id FOR UPDATE) locked"
-    )
-    if await conn.fetchval(lock, users) != len(users):
-        await conn.execute(
-            "INSERT INTO event_streams (user_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING", users
-        )
-        await conn.fetchval(lock, users)
+    await lock(conn, users)
     rows = await conn.fetch(
         """
         WITH bumped AS (
@@ -65,6 +77,40 @@ async def append(
         body,
     )
     return DurableDelivery(body, [str(row["user_id"]) for row in rows], [row["pos"] for row in rows])
+
+
+async def append_each(
+    conn: asyncpg.Connection, events: dict[uuid.UUID, ServerMessage]
+) -> list[DurableDelivery]:
+    """Append a different event to each user's stream (e.g. each member's own view of a group),
+    all in one statement. Call inside the transaction that makes the change."""
+    if not events:
+        return []
+    users = sorted(events)
+    bodies = [encode_json(events[u]) for u in users]
+    await lock(conn, users)
+    rows = await conn.fetch(
+        """
+        WITH input AS MATERIALIZED (
+            SELECT t.user_id, t.type, t.body, nextval(pg_get_serial_sequence('durable_events', 'id')) AS id
+            FROM unnest($1::uuid[], $2::text[], $3::bytea[]) AS t(user_id, type, body)
+        ), bumped AS (
+            UPDATE event_streams s SET last_pos = s.last_pos + 1 FROM input
+            WHERE s.user_id = input.user_id
+            RETURNING s.user_id, s.last_pos
+        ), stored AS (
+            INSERT INTO durable_events (id, type, body) SELECT id, type, body FROM input
+        )
+        INSERT INTO stream_entries (user_id, pos, event_id)
+        SELECT bumped.user_id, bumped.last_pos, input.id FROM bumped JOIN input USING (user_id)
+        RETURNING user_id, pos
+        """,
+        users,
+        [message_type(type(events[u])) for u in users],
+        bodies,
+    )
+    position = {row["user_id"]: row["pos"] for row in rows}
+    return [DurableDelivery(body, [str(u)], [position[u]]) for u, body in zip(users, bodies, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)
