@@ -1,4 +1,4 @@
-"""Locust users that each hold one WebSocket: ``ping`` round trips and ``presence.watch`` requests.
+"""Locust users that each hold one WebSocket: pings, presence, and messenger traffic.
 
 Start a server that allows many registrations from one IP, then run locust headless:
 
@@ -9,8 +9,13 @@ Start a server that allows many registrations from one IP, then run locust headl
 Each simulated user registers over REST (reported as ``POST register``), opens
 ``ws://<host>/ws?token=<access token>`` (reported as ``WS connect``: handshake until ``hello``), then
 runs its tasks. Every request/reply pair is one locust request of type ``WS`` named after the frame
-type. Pushed frames that arrive while waiting for a reply (``presence`` events) are skipped. Needs the
-``load`` extra: ``pip install -e '.[dev,load]'``.
+type. Pushed frames that arrive while waiting for a reply (``presence``, ``message.new``, receipts,
+typing) are counted as ``WS push <type>`` entries of zero time and otherwise skipped.
+
+Messaging: once connected, each user opens a direct conversation with an earlier user and a group
+with up to ``GROUP_SIZE`` - 1 earlier users, then sends to both (``message.send``, idempotent on a
+fresh ``client_msg_id``), pages history, marks messages read and signals typing. Needs the ``load``
+extra: ``pip install -e '.[dev,load]'``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from locust import HttpUser, between, task
 
 REPLY_TIMEOUT = 10.0
 MAX_SKIPPED_FRAMES = 1000  # pushes tolerated while waiting for one reply
+GROUP_SIZE = 20
 
 # Users registered by this locust process, so each can watch another one's presence.
 _registered: list[str] = []
@@ -122,9 +128,22 @@ class WebSocketUser(HttpUser):
             frame = json.loads(raw)
             if isinstance(frame, dict) and wanted(frame):
                 return frame, len(raw)
+            if isinstance(frame, dict) and "id" not in frame:
+                self._report_push(str(frame.get("type")), len(raw))
             if time.monotonic() > deadline:
                 break
         raise TimeoutError("no reply in time")
+
+    def _report_push(self, frame_type: str, length: int) -> None:
+        """A pushed frame, so locust's table shows how many of each type every user received."""
+        self.environment.events.request.fire(
+            request_type="WS push",
+            name=frame_type,
+            response_time=0,
+            response_length=length,
+            exception=None,
+            context={},
+        )
 
     def _report(self, name: str, started: float, length: int, exc: Exception | None) -> None:
         self.environment.events.request.fire(
@@ -149,3 +168,67 @@ class RealtimeUser(WebSocketUser):
         others = [u for u in _registered[-1000:] if u != self.user_id]
         target = random.choice(others) if others else self.user_id
         self.request({"type": "presence.watch", "user_ids": [target]}, "ok")
+
+    # --- messenger ------------------------------------------------------------------------------
+
+    def on_start(self) -> None:
+        super().on_start()
+        self.direct_id = ""
+        self.group_id = ""
+        self.last_seq: dict[str, int] = {}
+        others = [u for u in _registered[-1000:] if u != self.user_id]
+        if not others or self.ws is None:
+            return
+        direct = self.request(
+            {"type": "conversation.create", "kind": "direct", "user_ids": [random.choice(others)]}, "ok"
+        )
+        if direct is not None:
+            self.direct_id = str(direct["conversation"]["id"])
+        members = random.sample(others, min(len(others), GROUP_SIZE - 1))
+        group = self.request(
+            {"type": "conversation.create", "kind": "group", "title": "locust", "user_ids": members}, "ok"
+        )
+        if group is not None:
+            self.group_id = str(group["conversation"]["id"])
+
+    def _conversation(self) -> str:
+        choices = [c for c in (self.direct_id, self.group_id) if c]
+        return random.choice(choices) if choices else ""
+
+    @task(3)
+    def send_message(self) -> None:
+        conversation_id = self._conversation()
+        if not conversation_id:
+            return
+        frame = {
+            "type": "message.send",
+            "conversation_id": conversation_id,
+            "client_msg_id": secrets.token_hex(8),
+            "text": "locust " + secrets.token_urlsafe(random.randint(8, 120)),
+        }
+        reply = self.request(frame, "ok")
+        if reply is not None:
+            self.last_seq[conversation_id] = int(reply["message"]["seq"])
+
+    @task(1)
+    def history(self) -> None:
+        conversation_id = self._conversation()
+        if conversation_id:
+            self.request({"type": "message.history", "conversation_id": conversation_id, "limit": 50}, "ok")
+
+    @task(1)
+    def read(self) -> None:
+        conversation_id = self._conversation()
+        seq = self.last_seq.get(conversation_id)
+        if conversation_id and seq is not None:
+            self.request({"type": "message.read", "conversation_id": conversation_id, "seq": seq}, "ok")
+
+    @task(1)
+    def typing(self) -> None:
+        conversation_id = self._conversation()
+        if conversation_id:
+            self.request({"type": "typing", "conversation_id": conversation_id}, "ok")
+
+    @task(1)
+    def conversations(self) -> None:
+        self.request({"type": "conversation.list"}, "ok")
