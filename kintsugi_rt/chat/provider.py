@@ -4,15 +4,22 @@ A provider streams ``Piece``s and ends with one ``End``. Closing the iterator (`
 stop does, closes the upstream HTTP connection at once. Retries of 429/5xx happen inside the SDK,
 with backoff, before the response starts, which is before the first token; nothing is retried
 once tokens have flowed.
+
+The request goes through the SDK (auth, base URL, retries, typed status errors); the streamed
+body is read through its raw-response interface and each ``chat.completion.chunk`` decoded with
+msgspec into just the fields we use. Building the SDK's pydantic model for every chunk cost a node
+more CPU than everything else it does for a streaming answer (see ``docs/performance-chat.md``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import msgspec
 import openai
 
 from kintsugi_rt.logs import get_logger
@@ -77,6 +84,59 @@ def _translate(exc: Exception) -> ProviderError:
     return ProviderError(PROVIDER_ERROR, "The model provider failed.")
 
 
+class _Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class _Chunk(msgspec.Struct):
+    """The fields of a streamed ``chat.completion.chunk`` that we read; the rest are skipped."""
+
+    choices: list[_Choice] = []
+    usage: _Usage | None = None
+    error: Any = None  # an error event in the middle of the stream
+
+
+_decode_chunk = msgspec.json.Decoder(_Chunk).decode
+
+
+async def sse_data(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The ``data`` of each server-sent event in ``body`` (multi-line data joined with newlines).
+
+    Other fields (``event``, ``id``, ``retry``) and comment lines are skipped: chat completion
+    streams carry everything in ``data``.
+    """
+    pending = b""
+    data: list[bytes] = []
+    async for block in body:
+        pending += block
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:  # a blank line ends the event
+                if data:
+                    yield b"\n".join(data)
+                    data = []
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                data.append(value[1:] if value.startswith(b" ") else value)
+    if pending.startswith(b"data:"):
+        value = pending[5:]
+        data.append(value[1:] if value.startswith(b" ") else value)
+    if data:
+        yield b"\n".join(data)
+
+
 class OpenAIProvider:
     def __init__(self, settings: Settings) -> None:
         self._client = openai.AsyncOpenAI(
@@ -91,7 +151,10 @@ class OpenAIProvider:
     async def close(self) -> None:
         await self._client.close()
 
-    async def _open(self, model: str, messages: list[dict[str, str]], max_tokens: int) -> Any:
+    async def _open(
+        self, stack: contextlib.AsyncExitStack, model: str, messages: list[dict[str, str]], max_tokens: int
+    ) -> Any:
+        """The streaming response, its status checked (and retried) by the SDK."""
         kwargs: dict[str, Any] = {
             "model": model,
             "messages": messages,
@@ -100,8 +163,9 @@ class OpenAIProvider:
         }
         if self._include_usage:
             kwargs["stream_options"] = {"include_usage": True}
+        create = self._client.chat.completions.with_streaming_response.create
         try:
-            return await self._client.chat.completions.create(**kwargs)
+            return await stack.enter_async_context(create(**kwargs))
         except openai.BadRequestError as exc:
             if not self._include_usage or "stream_options" not in str(exc):
                 raise
@@ -109,19 +173,46 @@ class OpenAIProvider:
             log.warning("chat.provider_rejects_stream_usage")
             self._include_usage = False
             kwargs.pop("stream_options")
-            return await self._client.chat.completions.create(**kwargs)
+            return await stack.enter_async_context(create(**kwargs))
 
     async def stream(
         self, model: str, messages: list[dict[str, str]], max_tokens: int
     ) -> AsyncGenerator[Piece | End, None]:
-        try:
-            upstream = await self._open(model, messages, max_tokens)
-        except openai.APIError as exc:
-            raise _translate(exc) from exc
         finish_reason = "stop"
         usage: ProviderUsage | None = None
-        try:
-            async for chunk in upstream:
+        # Leaving this block (the end, a failure, or a stop's aclose) closes the HTTP response.
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                response = await self._open(stack, model, messages, max_tokens)
+            except openai.APIError as exc:
+                raise _translate(exc) from exc
+            events = sse_data(response.iter_bytes())
+            done = False
+            while True:
+                try:
+                    data = await anext(events)
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:  # the body broke off: a reset, a timeout, bad chunking
+                    log.warning("chat.provider_stream_broken", error=repr(exc))
+                    raise ProviderError(
+                        PROVIDER_UNREACHABLE, "The model provider's stream broke off."
+                    ) from exc
+                if done:
+                    continue  # read to the end, so the connection can be reused
+                if data == b"[DONE]":
+                    done = True
+                    continue
+                try:
+                    chunk = _decode_chunk(data)
+                except msgspec.DecodeError as exc:
+                    log.warning("chat.provider_bad_chunk", error=str(exc))
+                    raise ProviderError(
+                        PROVIDER_ERROR, "The model provider sent a malformed stream."
+                    ) from exc
+                if chunk.error is not None:
+                    log.warning("chat.provider_stream_error", error=repr(chunk.error)[:500])
+                    raise ProviderError(PROVIDER_ERROR, "The model provider failed.")
                 if chunk.usage is not None:
                     usage = ProviderUsage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                 for choice in chunk.choices:
@@ -129,10 +220,6 @@ class OpenAIProvider:
                         yield Piece(choice.delta.content)
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
-        except openai.APIError as exc:
-            raise _translate(exc) from exc
-        finally:
-            await upstream.close()  # on stop: closes the HTTP connection now
         yield End(finish_reason, usage)
 
     async def complete(self, model: str, messages: list[dict[str, str]], max_tokens: int) -> tuple[str, End]:
