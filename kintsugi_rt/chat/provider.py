@@ -139,12 +139,16 @@ async def sse_data(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 class OpenAIProvider:
     def __init__(self, settings: Settings) -> None:
+        timeout = settings.openai_timeout.total_seconds()
         self._client = openai.AsyncOpenAI(
             api_key=settings.openai_api_key,
             base_url=settings.openai_base_url,
             organization=settings.openai_org_id,
             max_retries=settings.openai_max_retries,
-            timeout=settings.openai_timeout.total_seconds(),
+            timeout=timeout,
+            # aiohttp's connection pool, not httpx's: with hundreds of streams open, httpx's pool
+            # scans every connection on each request and response close (see docs/performance-chat.md).
+            http_client=openai.DefaultAioHttpClient(timeout=timeout),
         )
         self._include_usage = settings.openai_stream_usage
 
