@@ -48,12 +48,16 @@ class UsageMeter:
         used = await self.counters.used(user_id, start)
         return UsageState(tier=tier, used=used, limit=self._ctx.settings.token_limit(tier), reset_at=reset_at)
 
-    async def reserve(self, conn: asyncpg.Connection, user_id: uuid.UUID, amount: int) -> Reservation:
+    async def reserve(
+        self, conn: asyncpg.Connection, user_id: uuid.UUID, amount: int, *, tier: str | None = None
+    ) -> Reservation:
         """Hold ``amount`` tokens for one request, or raise ``LimitExceeded`` (nothing held).
 
-        Runs on ``conn``, inside the caller's transaction (see ``Counters.reserve``)."""
+        Runs on ``conn``, inside the caller's transaction (see ``Counters.reserve``); ``tier`` saves
+        a query when the caller has just read it in that transaction."""
         now, start, reset_at = self._window()
-        tier = await current_tier(conn, user_id)
+        if tier is None:
+            tier = await current_tier(conn, user_id)
         limit = self._ctx.settings.token_limit(tier)
         reservation = Reservation(uuid.uuid4(), user_id, amount)
         ok, used = await self.counters.reserve(conn, reservation, limit, start, now)

@@ -95,27 +95,36 @@ class PostgresCounters:
     async def reserve(
         self, conn: asyncpg.Connection, reservation: Reservation, limit: int, start: datetime, now: datetime
     ) -> tuple[bool, int]:
-        async with conn.transaction():  # a savepoint in the caller's transaction
-            # The user's row lock makes check-and-reserve one step against concurrent requests;
-            # it is held until the caller commits, when the reservation becomes visible to others.
-            await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", reservation.user_id)
-            used = await ledger_sum(conn, reservation.user_id, start)
-            reserved: int = await conn.fetchval(
-                "SELECT COALESCE(SUM(amount), 0) FROM usage_reservations "
-                "WHERE user_id = $1 AND expires_at > $2",
-                reservation.user_id,
-                now,
+        # The user's row lock makes check-and-reserve one step against concurrent requests; it is
+        # held until the caller commits, when the reservation becomes visible to others. The check
+        # is a second statement, so that its snapshot is taken after the lock was granted and sees
+        # every reservation committed before.
+        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", reservation.user_id)
+        row = await conn.fetchrow(
+            """
+            WITH used AS (
+                SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS n FROM usage_ledger
+                WHERE user_id = $1 AND created_at >= $2
+            ), held AS (
+                SELECT COALESCE(SUM(amount), 0) AS n FROM usage_reservations
+                WHERE user_id = $1 AND expires_at > $3
+            ), reserved AS (
+                INSERT INTO usage_reservations (id, user_id, amount, expires_at)
+                SELECT $4, $1, $5::int, $6 FROM used, held
+                WHERE $7::bigint < 0 OR used.n + held.n + $5::int <= $7::bigint
+                RETURNING 1
             )
-            if limit >= 0 and used + reserved + reservation.amount > limit:
-                return False, used
-            await conn.execute(
-                "INSERT INTO usage_reservations (id, user_id, amount, expires_at) VALUES ($1, $2, $3, $4)",
-                reservation.id,
-                reservation.user_id,
-                reservation.amount,
-                now + RESERVATION_TTL,
-            )
-            return True, used
+            SELECT used.n AS used, EXISTS (SELECT 1 FROM reserved) AS ok FROM used
+            """,
+            reservation.user_id,
+            start,
+            now,
+            reservation.id,
+            reservation.amount,
+            now + RESERVATION_TTL,
+            limit,
+        )
+        return bool(row["ok"]), int(row["used"])
 
     async def release(self, reservation: Reservation) -> None:
         await self._pool.execute("DELETE FROM usage_reservations WHERE id = $1", reservation.id)

@@ -12,6 +12,7 @@ import msgspec
 
 from kintsugi_rt.billing import TOKEN_LIMIT_EXCEEDED
 from kintsugi_rt.billing.meter import UsageMeter
+from kintsugi_rt.billing.tiers import current_tier
 from kintsugi_rt.billing.usage import LimitExceeded, Reservation
 from kintsugi_rt.chat import storage
 from kintsugi_rt.chat.catalogue import Catalogue
@@ -92,6 +93,8 @@ class _Started:
     delivery: DurableDelivery
     generation: Generation
     question_id: uuid.UUID
+    chat: ChatInfo
+    model: ModelSpec
 
 
 class _StopSignal(msgspec.Struct):
@@ -293,6 +296,9 @@ class ChatService:
         return tier
 
     async def _allowed_model(self, user_id: uuid.UUID, model_id: str) -> ModelSpec:
+        return self._model_for(await self._tier(user_id), model_id)
+
+    def _model_for(self, tier: str, model_id: str) -> ModelSpec:
         if self.provider is None:
             raise SocketError(PROVIDER_UNAVAILABLE, ERROR_CODES[PROVIDER_UNAVAILABLE])
         model = self.catalogue.get(model_id)
@@ -300,7 +306,7 @@ class ChatService:
             raise SocketError(
                 UNKNOWN_MODEL, f"No model {model_id!r} here; see chat.models.", {"model": model_id}
             )
-        if await self._tier(user_id) not in model.tiers:
+        if tier not in model.tiers:
             needed = self.catalogue.lowest_tier(model)
             raise SocketError(TIER_REQUIRED, f"{model.label} needs the {needed} tier.", {"tier": needed})
         return model
@@ -314,20 +320,18 @@ class ChatService:
         *,
         sibling_of_root: bool = False,
     ) -> SendResult:
-        """Store the user's message (unless regenerating) and start an answer under it."""
-        pool = self.ctx.db.pool
-        chat = await storage.get_chat(pool, user_id, chat_id)
-        if chat is None:
-            raise _not_found()
-        model = await self._allowed_model(user_id, chat.model)
-        provider = self.provider
-        assert provider is not None
+        """Store the user's message (unless regenerating) and start an answer under it.
+
+        Everything before the provider call runs in one transaction, in as few statements as it
+        can: their round trips are the time the socket adds to the first token."""
+        if self.provider is None:
+            raise SocketError(PROVIDER_UNAVAILABLE, ERROR_CODES[PROVIDER_UNAVAILABLE])
         held: list[Reservation] = []
         started_generations: list[Generation] = []
         try:
-            async with pool.acquire() as db, db.transaction():
+            async with self.ctx.db.pool.acquire() as db, db.transaction():
                 started = await self._store_question(
-                    db, user_id, chat, model, parent_id, content, sibling_of_root, held, started_generations
+                    db, user_id, chat_id, parent_id, content, sibling_of_root, held, started_generations
                 )
         except BaseException:
             for generation in started_generations:  # cut the call; nothing of it is recorded
@@ -340,18 +344,17 @@ class ChatService:
         log.info(
             "chat.answer_started",
             message_id=str(request.message_id),
-            model=model.id,
+            model=started.model.id,
             prompt_estimate=request.prompt_estimate,
         )
-        self._launch(started.generation, first_exchange=chat.title == "")
+        self._launch(started.generation, first_exchange=started.chat.title == "")
         return SendResult(user_message_id=started.question_id, message_id=request.message_id)
 
     async def _store_question(
         self,
         db: asyncpg.Connection,
         user_id: uuid.UUID,
-        chat: ChatInfo,
-        model: ModelSpec,
+        chat_id: uuid.UUID,
         parent_id: uuid.UUID | None,
         content: str | None,
         sibling_of_root: bool,
@@ -359,9 +362,12 @@ class ChatService:
         started_generations: list[Generation],
     ) -> _Started:
         """Inside one transaction: checks, the user's message, the token reservation, the empty answer."""
-        await storage.get_chat(db, user_id, chat.id, lock=True)  # one answer at a time per chat
-        await storage.mark_abandoned(db, chat.id, self.ctx.clock.now() - _ABANDONED_AFTER)
-        if await storage.streaming_in(db, chat.id) is not None:
+        chat = await storage.get_chat(db, user_id, chat_id, lock=True)  # one answer at a time per chat
+        if chat is None:
+            raise _not_found()
+        tier = await current_tier(db, user_id)
+        model = self._model_for(tier, chat.model)
+        if await storage.claim(db, chat.id, self.ctx.clock.now() - _ABANDONED_AFTER) is not None:
             raise SocketError(GENERATION_IN_PROGRESS, ERROR_CODES[GENERATION_IN_PROGRESS])
         user_message: MessageInfo | None = None
         if content is not None:
@@ -377,7 +383,7 @@ class ChatService:
         max_tokens = self.catalogue.output_budget(model)
         prompt, estimate = await self._context(db, chat, model, question_id, max_tokens)
         try:
-            reservation = await self.meter.reserve(db, user_id, estimate + max_tokens)
+            reservation = await self.meter.reserve(db, user_id, estimate + max_tokens, tier=tier)
         except LimitExceeded as exc:
             state = exc.state
             raise SocketError(
@@ -410,7 +416,7 @@ class ChatService:
             user_message=user_message,
         )
         delivery = await streams.append(db, [user_id], started)
-        return _Started(delivery, generation, question_id)
+        return _Started(delivery, generation, question_id, chat, model)
 
     async def _check_parent(
         self, db: asyncpg.Connection, chat_id: uuid.UUID, parent: uuid.UUID | None

@@ -171,22 +171,22 @@ async def insert_message(
     return _message(row)
 
 
-async def streaming_in(db: Executor, chat_id: uuid.UUID) -> uuid.UUID | None:
-    """An answer still streaming in this chat, if any."""
+async def claim(db: Executor, chat_id: uuid.UUID, abandoned_before: datetime) -> uuid.UUID | None:
+    """Mark answers left 'streaming' since before ``abandoned_before`` (by a node that died: they
+    will never finish) as interrupted, and return an answer still streaming in this chat, if any."""
     found: uuid.UUID | None = await db.fetchval(
-        "SELECT id FROM chat_messages WHERE chat_id = $1 AND status = 'streaming' LIMIT 1", chat_id
+        """
+        WITH abandoned AS (
+            UPDATE chat_messages SET status = 'error', error_code = 'interrupted', updated_at = now()
+            WHERE chat_id = $1 AND status = 'streaming' AND created_at < $2
+        )
+        SELECT id FROM chat_messages
+        WHERE chat_id = $1 AND status = 'streaming' AND created_at >= $2 LIMIT 1
+        """,
+        chat_id,
+        abandoned_before,
     )
     return found
-
-
-async def mark_abandoned(db: Executor, chat_id: uuid.UUID, older_than: datetime) -> None:
-    """Answers left 'streaming' by a node that died: they will never finish."""
-    await db.execute(
-        "UPDATE chat_messages SET status = 'error', error_code = 'interrupted', updated_at = now() "
-        "WHERE chat_id = $1 AND status = 'streaming' AND created_at < $2",
-        chat_id,
-        older_than,
-    )
 
 
 async def path_to(db: Executor, chat_id: uuid.UUID, leaf_id: uuid.UUID) -> list[tuple[MessageInfo, int]]:
