@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
 import re
 import time
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +28,15 @@ def _request_id(scope: Scope) -> str:
     return uuid.uuid4().hex
 
 
+def bind_request_id(scope: Scope) -> tuple[str, Mapping[str, contextvars.Token[Any]]]:
+    """Give the request (or socket) its id, in its scope and on every log line; undo with
+    ``structlog.contextvars.reset_contextvars(**tokens)``. Tokens rather than a ``with`` block:
+    a socket's handler stays suspended for the socket's life, and so would the context manager."""
+    request_id = _request_id(scope)
+    scope.setdefault("state", {})["request_id"] = request_id
+    return request_id, structlog.contextvars.bind_contextvars(request_id=request_id)
+
+
 class RequestContextMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -33,13 +45,14 @@ class RequestContextMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        request_id = _request_id(scope)
-        scope.setdefault("state", {})["request_id"] = request_id
-        with structlog.contextvars.bound_contextvars(request_id=request_id):
+        request_id, tokens = bind_request_id(scope)
+        try:
             if scope["type"] == "websocket":
                 await self.app(scope, receive, send)
             else:
                 await self._http(scope, receive, send, request_id)
+        finally:
+            structlog.contextvars.reset_contextvars(**tokens)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
         started = time.perf_counter()

@@ -13,6 +13,7 @@ import pytest
 import websockets
 
 from kintsugi_rt.settings import Settings
+from kintsugi_rt.socket.gateway import Gateway
 from kintsugi_rt.socket.protocol import ServerMessage
 from tests.support import serve_node
 from tests.wsclient import Socket, login, new_user
@@ -34,6 +35,31 @@ async def test_token_in_query(settings_for: Callable[..., Settings]) -> None:
         assert hello["pos"] == 0 and hello["epoch"]
         assert hello["protocol"] == "json"
         assert (await sock.request("ping"))["type"] == "pong"
+        await sock.close()
+
+
+async def test_an_idle_socket_holds_no_writer_queue_or_grace_timer(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """Memory per idle socket (docs/performance.md): once its frames are written and the resume grace
+    is over, a connection keeps no writer task, no queue and no grace timer; they come back on demand."""
+    async with serve_node(settings_for(WS_RESUME_GRACE="10ms")) as node:
+        user = await new_user(node.url)
+        sock = await Socket.open(node.ws_url, user.token)
+        hello = await sock.expect("hello")
+        await asyncio.sleep(0.1)
+        gateway = node.ctx.services["gateway"]
+        assert isinstance(gateway, Gateway)
+        conn = gateway.local.by_id[hello["conn_id"]]
+        assert conn.synced
+        assert (conn._writer, conn._queue, conn.grace) == (None, None, None)
+        assert conn.expiry is not None and not conn.topics
+        assert (await sock.request("ping"))["type"] == "pong"
+        await node.ctx.events.emit([uuid.UUID(user.id)], Note(text="after idle"))
+        assert (await sock.expect("test.note"))["pos"] == hello["pos"] + 1
+        await asyncio.sleep(0.05)
+        assert (conn._writer, conn._queue) == (None, None)
+        assert conn.websocket.scope["state"]["request_id"]
         await sock.close()
 
 

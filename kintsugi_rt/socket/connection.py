@@ -67,9 +67,39 @@ class _Close:
 
 _Item = _Frame | _Durable | _ResumeRequest | _Close
 
+_NO_TOPICS: frozenset[str] = frozenset()
+
 
 class Connection:
-    """The gateway's per-socket state; also the ``SocketContext`` handlers receive."""
+    """The gateway's per-socket state; also the ``SocketContext`` handlers receive.
+
+    Thousands of these sit idle on a node, so an idle one holds as little as it can: slots, no
+    queue, task or topic set until one is needed, and no timer once the resume grace is over.
+    """
+
+    __slots__ = (
+        "_held",
+        "_limit",
+        "_max_replay",
+        "_queue",
+        "_queued_bytes",
+        "_topics",
+        "_topics_changed",
+        "_writer",
+        "app",
+        "closing",
+        "conn_id",
+        "delivered",
+        "epoch",
+        "expiry",
+        "fmt",
+        "grace",
+        "session_id",
+        "start_pos",
+        "user_id",
+        "user_key",
+        "websocket",
+    )
 
     def __init__(
         self,
@@ -91,17 +121,18 @@ class Connection:
         self.epoch = head.epoch
         self.start_pos = head.pos  # positions up to here happened before this connection
         self.delivered = head.pos  # the last position written to this client, contiguous
-        self.topics: set[str] = set()
+        self._topics: set[str] | None = None
         self._topics_changed = topics_changed
         settings = app.settings
         self._limit = settings.ws_outbound_queue_bytes
         self._max_replay = settings.ws_max_replay
-        self._queue: deque[_Item] = deque()
+        self._queue: deque[_Item] | None = None  # only while there is something to write
         self._queued_bytes = 0
         self._held: list[_Item] | None = []  # durable events waiting for the sync point
         self.closing = False
         self.expiry: asyncio.TimerHandle | None = None  # set by the gateway: the token's end
-        self._writer: asyncio.Task[None] | None = None
+        self.grace: asyncio.TimerHandle | None = None  # set by the gateway: the resume grace's end
+        self._writer: asyncio.Task[None] | None = None  # only while there is something to write
 
     # --- SocketContext ---------------------------------------------------------------------
 
@@ -111,14 +142,20 @@ class Connection:
     def send(self, message: ServerMessage) -> None:
         self.send_control(self.encode(message))
 
+    @property
+    def topics(self) -> frozenset[str] | set[str]:
+        return self._topics if self._topics is not None else _NO_TOPICS
+
     def subscribe(self, topic: str) -> None:
-        if topic not in self.topics:
-            self.topics.add(topic)
+        if self._topics is None:
+            self._topics = set()
+        if topic not in self._topics:
+            self._topics.add(topic)
             self._topics_changed(self, topic, True)
 
     def unsubscribe(self, topic: str) -> None:
-        if topic in self.topics:
-            self.topics.discard(topic)
+        if self._topics is not None and topic in self._topics:
+            self._topics.discard(topic)
             self._topics_changed(self, topic, False)
 
     # --- enqueueing (called from the reader and from hub delivery; never blocks) -------------
@@ -167,9 +204,12 @@ class Connection:
         """Start writing durable events (after a resume request, if one came first)."""
         if self._held is None:
             return
+        if self.grace is not None:  # its only job was this call
+            self.grace.cancel()
+            self.grace = None
         held, self._held = self._held, None
-        for item in held:
-            self._queue.append(item)
+        if held:
+            self._queue_of().extend(held)
         self._kick()
 
     @property
@@ -181,7 +221,7 @@ class Connection:
         if self.closing:
             return
         self.closing = True
-        self._queue.append(_Close(code, error))
+        self._queue_of().append(_Close(code, error))
         self._kick()
 
     def overflow(self) -> None:
@@ -190,7 +230,7 @@ class Connection:
             return
         log.info("ws.slow_consumer", conn_id=self.conn_id, queued_bytes=self._queued_bytes)
         self.closing = True
-        self._queue.clear()
+        self._queue = None
         self._held = None
         self._queued_bytes = 0
         error = Error(code=SLOW_CONSUMER, message="Too far behind; reconnect and resume.")
@@ -199,16 +239,21 @@ class Connection:
         self._writer = asyncio.create_task(self._close_now(CLOSE_SLOW_CONSUMER, error))
 
     def _put(self, item: _Item) -> None:
-        self._queue.append(item)
+        self._queue_of().append(item)
         self._queued_bytes += item.size
         self._kick()
+
+    def _queue_of(self) -> deque[_Item]:
+        if self._queue is None:
+            self._queue = deque()
+        return self._queue
 
     # --- the writer task -------------------------------------------------------------------
 
     def _kick(self) -> None:
         """Start a writer if none is running. It drains the queue and ends, so an idle socket holds
         no task at all (memory per idle socket matters at 5,000+ sockets a node)."""
-        if self._writer is None or self._writer.done():
+        if self._queue and (self._writer is None or self._writer.done()):
             self._writer = asyncio.create_task(self._drain())
 
     async def stop(self) -> None:
@@ -232,6 +277,10 @@ class Connection:
                 else:
                     await self._close_now(item.code, item.error)
                     return
+            # Drained: an idle socket keeps neither the queue nor this (finished) task.
+            self._queue = None
+            if self._writer is asyncio.current_task():
+                self._writer = None
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the peer went away mid-write, or the database failed

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocket
 
 from kintsugi_rt import metrics
@@ -72,6 +73,8 @@ class _FrameBudget:
     so a steady flood just above the refill rate is closed too, not only a burst.
     """
 
+    __slots__ = ("_capacity", "_rate", "_stamp", "_tokens", "strikes")
+
     def __init__(self, limit: int, window_seconds: float) -> None:
         self._capacity = float(limit)
         self._rate = limit / window_seconds
@@ -104,6 +107,29 @@ class Gateway:
     # --- handshake ---------------------------------------------------------------------------
 
     async def serve(self, websocket: WebSocket) -> None:
+        """The socket's whole life. This coroutine stays suspended for as long as the socket is open,
+        so everything per socket is kept small: the handshake runs in ``_open`` and its locals (the
+        token, the principal) are gone once it returns."""
+        conn = await self._open(websocket)
+        if conn is None:
+            return
+        try:
+            for hook in self.registry.on_connect:
+                await self._run_hook(hook, conn)
+            await self._read_loop(conn)
+        finally:
+            if conn.grace is not None:
+                conn.grace.cancel()
+            if conn.expiry is not None:
+                conn.expiry.cancel()
+            self.local.remove(conn)
+            for hook in self.registry.on_disconnect:
+                await self._run_hook(hook, conn)
+            await conn.stop()
+            log.info("ws.disconnected", conn_id=conn.conn_id, user_id=conn.user_key)
+
+    async def _open(self, websocket: WebSocket) -> Connection | None:
+        """Accept, authenticate and register the connection; ``None`` if it was refused."""
         settings = self.app.settings
         requested = websocket.scope.get("subprotocols") or []
         fmt = Format.MSGPACK if protocol.SUBPROTOCOL_MSGPACK in requested else Format.JSON
@@ -114,7 +140,8 @@ class Gateway:
             subprotocol = protocol.SUBPROTOCOL_JSON
         await websocket.accept(subprotocol=subprotocol)
 
-        token = websocket.query_params.get("token") or bearer_token(websocket)
+        # Not ``websocket.query_params``: that would stay cached on the socket for its whole life.
+        token = QueryParams(websocket.scope["query_string"]).get("token") or bearer_token(websocket)
         auth_request_id: str | None = None
         if not token:
             try:
@@ -125,23 +152,23 @@ class Gateway:
                 await self._reject(
                     websocket, fmt, protocol.CLOSE_AUTH_TIMEOUT, "No auth frame within the time limit."
                 )
-                return
+                return None
             if message["type"] == "websocket.disconnect":
-                return
+                return None
             frame = self._decode_quietly(message)
             if not isinstance(frame, Auth):
                 await self._reject(
                     websocket, fmt, protocol.CLOSE_UNAUTHORIZED, "The first frame must be auth."
                 )
-                return
+                return None
             token, auth_request_id = frame.token, frame.id
 
         try:
             principal = await self.auth.authenticate(token)
         except ApiError as exc:
             await self._reject(websocket, fmt, protocol.CLOSE_UNAUTHORIZED, exc.message, exc.code)
-            return
-        await self._run(websocket, fmt, principal, auth_request_id)
+            return None
+        return await self._connect(websocket, fmt, principal, auth_request_id)
 
     async def _reject(
         self,
@@ -179,17 +206,16 @@ class Gateway:
 
     # --- the authenticated connection ----------------------------------------------------------
 
-    async def _run(
+    async def _connect(
         self, websocket: WebSocket, fmt: Format, principal: Principal, auth_request_id: str | None
-    ) -> None:
+    ) -> Connection:
         settings = self.app.settings
         head = await streams.head(self.app.db.pool, principal.user.id)
         conn = Connection(
             websocket, self.app, fmt, principal.user.id, principal.session_id, head, self.local.topic_changed
         )
         self.local.add(conn)
-        log_context = {"conn_id": conn.conn_id, "user_id": conn.user_key}
-        log.info("ws.connected", format=fmt.value, **log_context)
+        log.info("ws.connected", format=fmt.value, conn_id=conn.conn_id, user_id=conn.user_key)
         conn.send_control(
             conn.encode(
                 Hello(
@@ -208,22 +234,11 @@ class Gateway:
             conn.send_control(
                 conn.encode(self._ok(auth_request_id, {"expires_at": int(principal.expires_at.timestamp())}))
             )
-        loop = asyncio.get_running_loop()
-        grace = loop.call_later(settings.ws_resume_grace.total_seconds(), conn.sync)
+        conn.grace = asyncio.get_running_loop().call_later(
+            settings.ws_resume_grace.total_seconds(), conn.sync
+        )
         self._arm_expiry(conn, principal.expires_at)
-        try:
-            for hook in self.registry.on_connect:
-                await self._run_hook(hook, conn)
-            await self._read_loop(conn)
-        finally:
-            grace.cancel()
-            if conn.expiry is not None:
-                conn.expiry.cancel()
-            self.local.remove(conn)
-            for hook in self.registry.on_disconnect:
-                await self._run_hook(hook, conn)
-            await conn.stop()
-            log.info("ws.disconnected", **log_context)
+        return conn
 
     async def _run_hook(self, hook: Any, conn: Connection) -> None:
         try:
