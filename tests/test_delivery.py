@@ -218,6 +218,35 @@ async def test_concurrent_appends_give_each_user_gapless_positions(
             assert [pos for pos, _ in rows] == list(range(1, head.pos + 1))
 
 
+async def test_a_missing_stream_is_created_without_holding_other_locks(
+    settings_for: Callable[..., Settings],
+) -> None:
+    """Transaction A appends to an existing stream and a missing one that B has just created (not yet
+    committed); B then needs A's existing stream. A must wait for B holding nothing, or they deadlock."""
+    async with serve_node(settings_for()) as node:
+        existing = uuid.UUID((await new_user(node.url)).id)
+        missing = uuid.UUID((await new_user(node.url)).id)
+        pool = node.ctx.db.pool
+        await streams.head(pool, existing)  # as when its user connected; `missing` never did
+        async with pool.acquire() as a, pool.acquire() as b:
+            b_tx = b.transaction()
+            await b_tx.start()
+            await streams.lock(b, [missing])  # B creates the missing stream and holds it
+            a_tx = a.transaction()
+            await a_tx.start()
+            a_append = asyncio.create_task(streams.append(a, [existing, missing], Note(text="a")))
+            await asyncio.sleep(0.3)  # A now waits for B's uncommitted stream
+            assert not a_append.done()
+            await asyncio.wait_for(streams.lock(b, [existing]), timeout=5)  # not held by A
+            await streams.append(b, [existing, missing], Note(text="b"))
+            await b_tx.commit()
+            delivery = await asyncio.wait_for(a_append, timeout=5)
+            await a_tx.commit()
+        assert sorted(delivery.positions) == [2, 2]
+        rows = await streams.read_range(pool, existing, 0, None, 10)
+        assert [pos for pos, _ in rows] == [1, 2]
+
+
 @asynccontextmanager
 async def two_nodes(
     settings_for: Callable[..., Settings], redis_server: RedisServer

@@ -32,6 +32,11 @@ _LOCK = (
     "SELECT count(*) FROM (SELECT 1 FROM event_streams WHERE user_id = ANY($1::uuid[]) "
     "ORDER BY user_id FOR UPDATE) locked"
 )
+# The same, but only when every stream exists; otherwise it locks nothing and answers -1.
+_LOCK_IF_ALL_EXIST = (
+    "SELECT CASE WHEN (SELECT count(*) FROM event_streams WHERE user_id = ANY($1::uuid[])) "  # noqa: S608
+    "= cardinality($1::uuid[]) THEN (" + _LOCK + ") ELSE -1 END"
+)
 
 
 async def lock(conn: asyncpg.Connection, user_ids: list[uuid.UUID]) -> None:
@@ -39,11 +44,15 @@ async def lock(conn: asyncpg.Connection, user_ids: list[uuid.UUID]) -> None:
 
     Locks are taken in user-id order, so transactions whose recipient sets overlap cannot deadlock.
     A transaction that appends more than once must lock every recipient of all its appends first:
-    locks taken append by append would come in no global order. Streams are created when their user
-    first connects, so the insert (and a second pass) is only needed for a missing one.
+    locks taken append by append would come in no global order.
+
+    Streams are created when their user first connects, so usually all exist and one statement
+    locks them. When one is missing, nothing is locked until it has been created: holding some
+    rows while waiting for another transaction's uncommitted insert of a missing one, which in turn
+    waits for those rows, would deadlock.
     """
     users = sorted(set(user_ids))
-    if await conn.fetchval(_LOCK, users) != len(users):
+    if await conn.fetchval(_LOCK_IF_ALL_EXIST, users) == -1:
         await conn.execute(
             "INSERT INTO event_streams (user_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING", users
         )
