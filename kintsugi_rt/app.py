@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException, WebSocketException
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
@@ -85,11 +83,6 @@ async def _websocket(websocket: WebSocket) -> None:
     await gateway.serve(websocket)
 
 
-async def _websocket_error(websocket: WebSocket, exc: Exception) -> None:
-    assert isinstance(exc, WebSocketException)
-    await websocket.close(code=exc.code, reason=exc.reason)  # what Starlette does by default
-
-
 class _App(Starlette):
     """Starlette, except that a socket on ``/ws`` goes straight to its route.
 
@@ -97,8 +90,10 @@ class _App(Starlette):
     the router just matches the path), yet each layer's coroutine, and the exception-handler
     wrappers around the route, would stay suspended for as long as the socket is open: about 4 KB
     per idle socket, 5,000+ sockets a node. The socket still gets what those layers give it: its
-    request id (in ``scope["state"]`` and on log lines), ``scope["app"]``, and the app's exception
-    handlers (Starlette's by default for ``WebSocketException``).
+    request id (in ``scope["state"]`` and on log lines) and ``scope["app"]``. The app's exception
+    handlers are HTTP responses; the gateway closes sockets with its own codes, and anything that
+    still escapes it is logged by uvicorn, which closes the socket (1011). Middleware added to the
+    app later does not apply to ``/ws``.
     """
 
     def __init__(self, socket_route: WebSocketRoute, **kwargs: Any) -> None:
@@ -118,35 +113,11 @@ class _App(Starlette):
 
     async def _socket(self, scope: Scope, receive: Receive, send: Send) -> None:
         _, tokens = bind_request_id(scope)
-        websocket = WebSocket(scope, receive=receive, send=send)
         try:
-            await _websocket(websocket)  # not through the route's own wrappers, for the same reason
-        except Exception as exc:
-            handler = self._socket_error_handler(exc)
-            if handler is None:
-                raise
-            if inspect.iscoroutinefunction(handler):
-                response = await handler(websocket, exc)
-            else:
-                response = await run_in_threadpool(handler, websocket, exc)
-            if response is not None:
-                await response(scope, receive, send)
+            # Not through the route's own wrappers either, for the same reason.
+            await _websocket(WebSocket(scope, receive=receive, send=send))
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
-
-    def _socket_error_handler(self, exc: Exception) -> Callable[[WebSocket, Exception], Any] | None:
-        """The handler Starlette's exception middleware would pick for ``exc`` on a socket."""
-        handlers: dict[Any, Callable[[WebSocket, Exception], Any]] = self.exception_handlers
-        if isinstance(exc, HTTPException) and exc.status_code in handlers:
-            return handlers[exc.status_code]
-        for cls in type(exc).__mro__:
-            if cls is Exception:  # Starlette's server-error handler: HTTP only
-                break
-            if cls in handlers:
-                return handlers[cls]
-            if cls is WebSocketException:
-                return _websocket_error
-        return None
 
 
 async def _trim_streams(ctx: AppContext) -> None:
