@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from kintsugi_rt.clock import ManualClock
+from kintsugi_rt.messenger import storage as messenger_storage
 from kintsugi_rt.settings import Settings
 from tests.support import Node, RedisServer, serve_node
 from tests.test_delivery import hub_settings
@@ -435,13 +436,8 @@ async def test_history_and_unread_use_indexes_on_100k_messages(
             )
             args: tuple[Any, ...] = (cid_, 50_000, uuid.UUID(bo.id))
         else:
-            sql = (
-                "SELECT me.conversation_id, count(m.id) FROM conversation_members me "
-                "JOIN messages m ON m.conversation_id = me.conversation_id AND m.seq > me.read_seq "
-                "WHERE me.user_id = $1 AND me.conversation_id = ANY($2::uuid[]) "
-                "AND m.sender_id IS DISTINCT FROM $1 AND m.deleted_at IS NULL GROUP BY me.conversation_id"
-            )
-            args = (uuid.UUID(bo.id), [cid_])
+            sql = messenger_storage.UNREAD_SQL  # the query the server runs
+            args = ([uuid.UUID(bo.id)], [cid_])
         plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
     finally:
         await conn.close()

@@ -149,140 +149,65 @@ async def message_row(db: Executor, message_id: uuid.UUID, viewer: uuid.UUID, *,
     )
 
 
-async def conversations(
-    db: Executor, viewer: uuid.UUID, ids: list[uuid.UUID] | None = None
-) -> list[Conversation]:
-    """The viewer's conversations (or those of ``ids`` they belong to), newest activity first."""
-    rows = await db.fetch(
-        """
-        SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, c.updated_at, me.read_seq
-        FROM conversation_members me JOIN conversations c ON c.id = me.conversation_id
-        WHERE me.user_id = $1 AND ($2::uuid[] IS NULL OR c.id = ANY($2::uuid[]))
-        ORDER BY c.updated_at DESC, c.id
-        """,
-        viewer,
-        ids,
-    )
-    if not rows:
-        return []
-    conversation_ids = [r["id"] for r in rows]
+# Per (viewer, conversation): messages after the viewer's read mark, not theirs, not deleted —
+# counted on the (conversation_id, seq) index.
+UNREAD_SQL = """
+    SELECT me.user_id, me.conversation_id, count(m.id) AS unread
+    FROM unnest($1::uuid[], $2::uuid[]) AS p(user_id, conversation_id)
+    JOIN conversation_members me ON me.user_id = p.user_id AND me.conversation_id = p.conversation_id
+    JOIN messages m ON m.conversation_id = me.conversation_id AND m.seq > me.read_seq
+    WHERE m.sender_id IS DISTINCT FROM me.user_id AND m.deleted_at IS NULL
+    GROUP BY me.user_id, me.conversation_id
+"""
+
+_LAST_MESSAGE_SQL = f"""
+    SELECT p.user_id AS viewer, {_MESSAGE_COLUMNS}
+    FROM unnest($1::uuid[], $2::uuid[]) AS p(user_id, conversation_id)
+    CROSS JOIN LATERAL (
+        SELECT * FROM messages x WHERE x.conversation_id = p.conversation_id
+        AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.user_id = p.user_id AND h.message_id = x.id)
+        ORDER BY x.seq DESC LIMIT 1
+    ) m
+"""  # noqa: S608
+
+_Pair: TypeAlias = tuple[uuid.UUID, uuid.UUID]  # (viewer, conversation id)
+
+
+async def _views(
+    db: Executor, conversations_by_id: dict[uuid.UUID, Any], pairs: list[_Pair]
+) -> dict[_Pair, Conversation]:
+    """Each viewer's own view of a conversation (read mark, unread count, the receipts they may see,
+    the last message they have not hidden), in three queries however many pairs. ``conversations_by_id``
+    holds the conversations' rows; pairs whose viewer is not a member are left out."""
     members = await db.fetch(
         """
         SELECT cm.conversation_id, cm.user_id, cm.role, cm.read_seq, u.display_name, u.read_receipts
         FROM conversation_members cm JOIN users u ON u.id = cm.user_id
         WHERE cm.conversation_id = ANY($1::uuid[]) ORDER BY cm.joined_at, cm.user_id
         """,
-        conversation_ids,
+        list(conversations_by_id),
     )
-    by_conversation: defaultdict[uuid.UUID, list[Member]] = defaultdict(list)
+    by_conversation: defaultdict[uuid.UUID, list[Any]] = defaultdict(list)
+    read_seq: dict[_Pair, int] = {}
     for m in members:
-        by_conversation[m["conversation_id"]].append(
-            Member(
-                user_id=m["user_id"],
-                role=m["role"],
-                display_name=m["display_name"],
-                read_seq=m["read_seq"] if (m["read_receipts"] or m["user_id"] == viewer) else None,
-            )
-        )
-    # Unread: messages after my read mark, not mine, not hidden — counted on the (conversation_id, seq) index.
-    unread_rows = await db.fetch(
-        """
-        SELECT me.conversation_id, count(m.id) AS unread
-        FROM conversation_members me
-        JOIN messages m ON m.conversation_id = me.conversation_id AND m.seq > me.read_seq
-        WHERE me.user_id = $1 AND me.conversation_id = ANY($2::uuid[])
-          AND m.sender_id IS DISTINCT FROM $1 AND m.deleted_at IS NULL
-        GROUP BY me.conversation_id
-        """,
-        viewer,
-        conversation_ids,
-    )
-    unread = {r["conversation_id"]: r["unread"] for r in unread_rows}
-    last_rows = await db.fetch(
-        f"""
-        SELECT {_MESSAGE_COLUMNS} FROM unnest($2::uuid[]) AS cid(id)
-        CROSS JOIN LATERAL (
-            SELECT * FROM messages x WHERE x.conversation_id = cid.id
-            AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.user_id = $1 AND h.message_id = x.id)
-            ORDER BY x.seq DESC LIMIT 1
-        ) m
-        """,  # noqa: S608
-        viewer,
-        conversation_ids,
-    )
-    last = {r["conversation_id"]: _message(r) for r in last_rows}
-    return [
-        Conversation(
-            id=r["id"],
-            kind=r["kind"],
-            title=r["title"],
-            members=by_conversation[r["id"]],
-            last_seq=r["last_seq"],
-            read_seq=r["read_seq"],
-            unread=unread.get(r["id"], 0),
-            created_at=r["created_at"],
-            last_message=last.get(r["id"]),
-        )
-        for r in rows
-    ]
-
-
-async def conversation_of(db: Executor, viewer: uuid.UUID, conversation_id: uuid.UUID) -> Conversation | None:
-    found = await conversations(db, viewer, [conversation_id])
-    return found[0] if found else None
-
-
-async def conversation_views(
-    db: Executor, conversation_id: uuid.UUID, viewers: list[uuid.UUID]
-) -> dict[uuid.UUID, Conversation]:
-    """Each viewer's own view of one conversation (read mark, unread count, receipts they may see,
-    last message they have not hidden), in four queries however many viewers there are.
-    Viewers who are not members are left out."""
-    row = await db.fetchrow(
-        "SELECT id, kind, title, last_seq, created_at FROM conversations WHERE id = $1", conversation_id
-    )
-    if row is None or not viewers:
-        return {}
-    members = await db.fetch(
-        """
-        SELECT cm.user_id, cm.role, cm.read_seq, u.display_name, u.read_receipts
-        FROM conversation_members cm JOIN users u ON u.id = cm.user_id
-        WHERE cm.conversation_id = $1 ORDER BY cm.joined_at, cm.user_id
-        """,
-        conversation_id,
-    )
-    read_seq = {m["user_id"]: m["read_seq"] for m in members}
-    unread_rows = await db.fetch(
-        """
-        SELECT me.user_id, count(m.id) AS unread
-        FROM conversation_members me
-        JOIN messages m ON m.conversation_id = me.conversation_id AND m.seq > me.read_seq
-        WHERE me.conversation_id = $1 AND me.user_id = ANY($2::uuid[])
-          AND m.sender_id IS DISTINCT FROM me.user_id AND m.deleted_at IS NULL
-        GROUP BY me.user_id
-        """,
-        conversation_id,
-        viewers,
-    )
-    unread = {r["user_id"]: r["unread"] for r in unread_rows}
-    last_rows = await db.fetch(
-        f"""
-        SELECT v.id AS viewer, {_MESSAGE_COLUMNS} FROM unnest($2::uuid[]) AS v(id)
-        CROSS JOIN LATERAL (
-            SELECT * FROM messages x WHERE x.conversation_id = $1
-            AND NOT EXISTS (SELECT 1 FROM message_hidden h WHERE h.user_id = v.id AND h.message_id = x.id)
-            ORDER BY x.seq DESC LIMIT 1
-        ) m
-        """,  # noqa: S608
-        conversation_id,
-        viewers,
-    )
-    last = {r["viewer"]: _message(r) for r in last_rows}
-    views = {}
-    for viewer in viewers:
-        if viewer not in read_seq:
+        by_conversation[m["conversation_id"]].append(m)
+        read_seq[(m["user_id"], m["conversation_id"])] = m["read_seq"]
+    viewers, conversation_ids = [v for v, _ in pairs], [c for _, c in pairs]
+    unread = {
+        (r["user_id"], r["conversation_id"]): r["unread"]
+        for r in await db.fetch(UNREAD_SQL, viewers, conversation_ids)
+    }
+    last = {
+        (r["viewer"], r["conversation_id"]): _message(r)
+        for r in await db.fetch(_LAST_MESSAGE_SQL, viewers, conversation_ids)
+    }
+    views: dict[_Pair, Conversation] = {}
+    for pair in pairs:
+        viewer, conversation_id = pair
+        if pair not in read_seq:
             continue
-        views[viewer] = Conversation(
+        row = conversations_by_id[conversation_id]
+        views[pair] = Conversation(
             id=row["id"],
             kind=row["kind"],
             title=row["title"],
@@ -293,15 +218,55 @@ async def conversation_views(
                     display_name=m["display_name"],
                     read_seq=m["read_seq"] if (m["read_receipts"] or m["user_id"] == viewer) else None,
                 )
-                for m in members
+                for m in by_conversation[conversation_id]
             ],
             last_seq=row["last_seq"],
-            read_seq=read_seq[viewer],
-            unread=unread.get(viewer, 0),
+            read_seq=read_seq[pair],
+            unread=unread.get(pair, 0),
             created_at=row["created_at"],
-            last_message=last.get(viewer),
+            last_message=last.get(pair),
         )
     return views
+
+
+async def conversations(
+    db: Executor, viewer: uuid.UUID, ids: list[uuid.UUID] | None = None
+) -> list[Conversation]:
+    """The viewer's conversations (or those of ``ids`` they belong to), newest activity first."""
+    rows = await db.fetch(
+        """
+        SELECT c.id, c.kind, c.title, c.last_seq, c.created_at
+        FROM conversation_members me JOIN conversations c ON c.id = me.conversation_id
+        WHERE me.user_id = $1 AND ($2::uuid[] IS NULL OR c.id = ANY($2::uuid[]))
+        ORDER BY c.updated_at DESC, c.id
+        """,
+        viewer,
+        ids,
+    )
+    if not rows:
+        return []
+    pairs = [(viewer, r["id"]) for r in rows]
+    views = await _views(db, {r["id"]: r for r in rows}, pairs)
+    return [views[pair] for pair in pairs if pair in views]
+
+
+async def conversation_of(db: Executor, viewer: uuid.UUID, conversation_id: uuid.UUID) -> Conversation | None:
+    found = await conversations(db, viewer, [conversation_id])
+    return found[0] if found else None
+
+
+async def conversation_views(
+    db: Executor, conversation_id: uuid.UUID, viewers: list[uuid.UUID]
+) -> dict[uuid.UUID, Conversation]:
+    """Each viewer's own view of one conversation, in four queries however many viewers there are.
+    Viewers who are not members are left out."""
+    row = await db.fetchrow(
+        "SELECT id, kind, title, last_seq, created_at FROM conversations WHERE id = $1", conversation_id
+    )
+    if row is None or not viewers:
+        return {}
+    views = await _views(db, {conversation_id: row}, [(v, conversation_id) for v in viewers])
+    return {viewer: view for (viewer, _), view in views.items()}
 
 
 async def can_see_media(db: Executor, user_id: uuid.UUID, media_id: uuid.UUID) -> bool:
