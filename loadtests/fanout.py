@@ -36,9 +36,10 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import httpx
@@ -218,6 +219,97 @@ def _stop_nodes(nodes: list[Node]) -> None:
             node.process.wait(timeout=10)
 
 
+@dataclass
+class Cluster:
+    nodes: list[Node]
+    database_url: str
+    prefix: str  # Redis key prefix
+
+
+@contextlib.asynccontextmanager
+async def cluster(count: int, name: str) -> AsyncIterator[Cluster]:
+    """``count`` server nodes on a fresh database and Redis key prefix; on exit the nodes are stopped
+    (their warnings and errors summed up), the keys deleted and the database dropped."""
+    tag = secrets.token_hex(4)
+    database = f"kintsugi_{name}_{tag}"
+    prefix = f"kintsugi-{name}-{tag}:"
+    database_url = f"postgresql://postgres@{HOST}:5432/{database}"
+    admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    workdir = Path(tempfile.mkdtemp(prefix=f"kintsugi-{name}-"))
+    nodes: list[Node] = []
+    try:
+        for index in range(count):
+            nodes.append(_start_node(database_url, prefix, workdir, index))
+        for node in nodes:
+            await _wait_ready(node)
+        print(f"{count} node(s) ready on ports {[n.port for n in nodes]}; database {database}")
+        yield Cluster(nodes, database_url, prefix)
+    finally:
+        for i, node in enumerate(nodes):
+            if node.process.poll() is not None:  # it died before we stopped it
+                print(f"node {i} exited early with {node.process.returncode}:\n{node.log_tail(40)}")
+        _stop_nodes(nodes)
+        _log_summary(nodes)
+        redis = Redis.from_url(REDIS_URL)
+        keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
+        for i in range(0, len(keys), 1000):
+            await redis.delete(*keys[i : i + 1000])
+        await redis.aclose()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+        await admin.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class CpuUse:
+    wall: float
+    nodes: list[float]  # CPU seconds of each node
+    me: float  # of this process
+    machine: float  # busy seconds of the whole machine
+
+    def print_rest(self) -> None:
+        """This process's share and the machine's, and what neither the nodes nor we used."""
+        print(f"  benchmark process CPU: {self.me:.1f} s = {self.me / self.wall * 100:.0f}% of a core")
+        rest = self.machine - sum(self.nodes) - self.me
+        print(
+            f"  whole machine busy: {self.machine / self.wall * 100:.0f}% of a core "
+            f"({psutil.cpu_count()} cores); "
+            f"everything else (PostgreSQL, Redis, other work): {rest / self.wall * 100:.0f}%"
+        )
+
+
+class CpuWindow:
+    """CPU used by the nodes, this process and the whole machine from now until ``end``."""
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self._nodes = nodes
+        self._node_start = [node.cpu_seconds() for node in nodes]
+        self._me = psutil.Process()
+        self._me_start = self._busy_me()
+        self._machine_start = self._busy_machine()
+        self._wall_start = time.time()
+
+    def _busy_me(self) -> float:
+        times = self._me.cpu_times()
+        return float(times.user + times.system)
+
+    @staticmethod
+    def _busy_machine() -> float:
+        times = psutil.cpu_times()
+        return float(sum(times) - times.idle - times.iowait)
+
+    def end(self) -> CpuUse:
+        return CpuUse(
+            wall=max(1e-9, time.time() - self._wall_start),
+            nodes=[
+                node.cpu_seconds() - start for node, start in zip(self._nodes, self._node_start, strict=True)
+            ],
+            me=self._busy_me() - self._me_start,
+            machine=self._busy_machine() - self._machine_start,
+        )
+
+
 # --- users and sockets ------------------------------------------------------------------------
 
 
@@ -269,55 +361,75 @@ class Stats:
     closes: Counter[int] = field(default_factory=Counter)
 
 
-class Client:
-    """One socket and its reader task."""
+class Reader:
+    """One socket and the task reading it; subclasses handle each frame."""
 
-    def __init__(self, account: Account, ws: ClientConnection, stats: Stats) -> None:
+    def __init__(self, account: Account, ws: ClientConnection, closes: Counter[int]) -> None:
         self.account = account
         self.ws = ws
-        self.stats = stats
         self.open = True
+        self._closes = closes
         self.task = asyncio.create_task(self._read())
 
+    def on_frame(self, raw: str | bytes, now: float) -> None:
+        raise NotImplementedError
+
     async def _read(self) -> None:
-        stats = self.stats
         try:
             async for raw in self.ws:
-                now = time.time()
-                try:
-                    frame = _decode_frame(raw)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    stats.other_frames["(undecodable)"] += 1
-                    continue
-                if frame.type == "bench.event":
-                    stats.received += 1
-                    if len(stats.latencies_ms) < MAX_SAMPLES:
-                        stats.latencies_ms.append((now - frame.sent_at) * 1000)
-                    if stats.first_receive == 0.0:
-                        stats.first_receive = now
-                    stats.last_receive = now
-                    if frame.pos is None and stats.durable:
-                        stats.durable_without_pos += 1
-                else:
-                    stats.other_frames[frame.type] += 1
+                self.on_frame(raw, time.time())
         except ConnectionClosed:
             pass
         finally:
             self.open = False
-            code = self.ws.close_code
-            if code is not None:
-                stats.closes[code] += 1
+            if self.ws.close_code is not None:
+                self._closes[self.ws.close_code] += 1
 
 
-async def _connect_all(
-    nodes: list[Node], accounts: list[Account], stats: Stats, concurrency: int
-) -> list[Client]:
-    clients: list[Client] = []
+class Client(Reader):
+    def __init__(self, account: Account, ws: ClientConnection, stats: Stats) -> None:
+        self.stats = stats
+        super().__init__(account, ws, stats.closes)
+
+    def on_frame(self, raw: str | bytes, now: float) -> None:
+        stats = self.stats
+        try:
+            frame = _decode_frame(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            stats.other_frames["(undecodable)"] += 1
+            return
+        if frame.type == "bench.event":
+            stats.received += 1
+            if len(stats.latencies_ms) < MAX_SAMPLES:
+                stats.latencies_ms.append((now - frame.sent_at) * 1000)
+            if stats.first_receive == 0.0:
+                stats.first_receive = now
+            stats.last_receive = now
+            if frame.pos is None and stats.durable:
+                stats.durable_without_pos += 1
+        else:
+            stats.other_frames[frame.type] += 1
+
+
+R = TypeVar("R", bound=Reader)
+
+
+async def connect_all(
+    nodes: list[Node],
+    accounts: list[Account],
+    make: Callable[[Account, ClientConnection], R],
+    concurrency: int,
+    *,
+    max_queue: int = 64,
+) -> list[R]:
+    """Open every account's socket on its node (up to ``hello``), in the accounts' order; a socket
+    that fails to open is counted and left out."""
+    opened: list[R | None] = [None] * len(accounts)
     failures: Counter[str] = Counter()
-    pending = iter(accounts)
+    pending = iter(enumerate(accounts))
 
     async def worker() -> None:
-        for account in pending:
+        for index, account in pending:  # shared iterator: each account is taken once
             node = nodes[account.node]
             uri = f"ws://{HOST}:{node.port}/ws?token={account.token}"
             try:
@@ -326,7 +438,7 @@ async def _connect_all(
                     open_timeout=30,
                     ping_interval=None,  # the server pings; we answer
                     compression=None,
-                    max_queue=64,
+                    max_queue=max_queue,
                     close_timeout=5,
                 )
                 raw = await asyncio.wait_for(ws.recv(), timeout=30)
@@ -335,24 +447,24 @@ async def _connect_all(
             except Exception as exc:
                 failures[type(exc).__name__] += 1
                 continue
-            clients.append(Client(account, ws, stats))
+            opened[index] = make(account, ws)
 
     await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), timeout=CONNECT_TIMEOUT)
     if failures:
         print(f"warning: {sum(failures.values())} sockets failed to open: {dict(failures)}")
-    return clients
+    return [r for r in opened if r is not None]
 
 
-async def _close_all(clients: list[Client]) -> None:
-    async def close(client: Client) -> None:
+async def close_all(readers: Sequence[Reader]) -> None:
+    async def close(reader: Reader) -> None:
         with contextlib.suppress(Exception):
-            await client.ws.close()
+            await reader.ws.close()
 
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*(close(c) for c in clients)), timeout=CLOSE_TIMEOUT)
-    for client in clients:
-        client.task.cancel()
-    await asyncio.gather(*(c.task for c in clients), return_exceptions=True)
+        await asyncio.wait_for(asyncio.gather(*(close(r) for r in readers)), timeout=CLOSE_TIMEOUT)
+    for reader in readers:
+        reader.task.cancel()
+    await asyncio.gather(*(r.task for r in readers), return_exceptions=True)
 
 
 # --- publishing ----------------------------------------------------------------------------------
@@ -433,29 +545,20 @@ def _kib(value: float) -> str:
 
 async def run(args: argparse.Namespace) -> None:
     _raise_nofile(args.sockets * 2 + 1000)
-    tag = secrets.token_hex(4)
-    database = f"kintsugi_fanout_{tag}"
-    prefix = f"kintsugi-fanout-{tag}:"
-    database_url = f"postgresql://postgres@{HOST}:5432/{database}"
-    admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    workdir = Path(tempfile.mkdtemp(prefix="kintsugi-fanout-"))
-    nodes: list[Node] = []
+    async with cluster(args.nodes, "fanout") as bench:
+        await _measure(args, bench)
+
+
+async def _measure(args: argparse.Namespace, bench: Cluster) -> None:
+    nodes = bench.nodes
     clients: list[Client] = []
     pool: Any = None
     redis: Redis | None = None
     hub: RedisHub | None = None
-    me = psutil.Process()
     try:
-        for index in range(args.nodes):
-            nodes.append(_start_node(database_url, prefix, workdir, index))
-        for node in nodes:
-            await _wait_ready(node)
-        print(f"{args.nodes} node(s) ready on ports {[n.port for n in nodes]}; database {database}")
-
-        pool = await asyncpg.create_pool(database_url, min_size=2, max_size=args.max_in_flight + 2)
+        pool = await asyncpg.create_pool(bench.database_url, min_size=2, max_size=args.max_in_flight + 2)
         redis = Redis.from_url(REDIS_URL)
-        hub = RedisHub(redis, prefix)
+        hub = RedisHub(redis, bench.prefix)
 
         def ignore(envelope: Envelope) -> None:
             return None
@@ -471,7 +574,9 @@ async def run(args: argparse.Namespace) -> None:
         rss_before = [node.rss() for node in nodes]
         stats = Stats(durable=args.durable)
         started = time.monotonic()
-        clients = await _connect_all(nodes, accounts, stats, args.connect_concurrency)
+        clients = await connect_all(
+            nodes, accounts, lambda a, ws: Client(a, ws, stats), args.connect_concurrency
+        )
         connect_seconds = time.monotonic() - started
         per_node = Counter(c.account.node for c in clients)
         print(f"opened {len(clients)} sockets in {connect_seconds:.1f} s ({dict(sorted(per_node.items()))})")
@@ -511,9 +616,7 @@ async def run(args: argparse.Namespace) -> None:
         stats.latencies_ms.clear()
         stats.received = 0
         stats.first_receive = stats.last_receive = 0.0
-        cpu_start = [node.cpu_seconds() for node in nodes]
-        me_start = me.cpu_times()
-        machine_start = psutil.cpu_times()
+        window = CpuWindow(nodes)
         wall_start = time.time()
         result = await _publish(events, groups, args.rate, args.seconds, args.durable, args.max_in_flight)
         # Let the last deliveries arrive.
@@ -522,14 +625,8 @@ async def run(args: argparse.Namespace) -> None:
             if not any(c.open for c in clients):
                 break
             await asyncio.sleep(0.05)
-        wall = time.time() - wall_start
-        cpu = [node.cpu_seconds() - before for node, before in zip(nodes, cpu_start, strict=True)]
-        me_end = me.cpu_times()
-        me_cpu = (me_end.user + me_end.system) - (me_start.user + me_start.system)
-        machine_end = psutil.cpu_times()
-        machine_busy = (sum(machine_end) - machine_end.idle - machine_end.iowait) - (
-            sum(machine_start) - machine_start.idle - machine_start.iowait
-        )
+        use = window.end()
+        wall, cpu = use.wall, use.nodes
         rss_end = [node.rss() for node in nodes]
 
         publish_seconds = result.finished - result.started
@@ -569,12 +666,7 @@ async def run(args: argparse.Namespace) -> None:
             )
         if stats.received:
             print(f"  server CPU per delivery (all nodes): {total_cpu / stats.received * 1e6:.1f} us")
-        print(f"  benchmark process CPU: {me_cpu:.1f} s = {me_cpu / wall * 100:.0f}% of a core")
-        rest = machine_busy - total_cpu - me_cpu
-        print(
-            f"  whole machine busy: {machine_busy / wall * 100:.0f}% of a core ({psutil.cpu_count()} cores); "
-            f"everything else (PostgreSQL, Redis, other work): {rest / wall * 100:.0f}%"
-        )
+        use.print_rest()
         print(f"  sockets open at the end: {open_now}/{len(clients)}; closes by code: {dict(stats.closes)}")
         slow = stats.closes.get(CLOSE_SLOW_CONSUMER, 0)
         print(f"  closed as slow consumers (4008): {slow}")
@@ -582,24 +674,13 @@ async def run(args: argparse.Namespace) -> None:
         if others:
             print(f"  other frames: {others}")
     finally:
-        await _close_all(clients)
+        await close_all(clients)
         if hub is not None:
             await hub.stop()
         if pool is not None:
             await pool.close()
-        for i, node in enumerate(nodes):
-            if node.process.poll() is not None:  # it died before we stopped it
-                print(f"node {i} exited early with {node.process.returncode}:\n{node.log_tail(40)}")
-        _stop_nodes(nodes)
-        _log_summary(nodes)
         if redis is not None:
-            keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
-            for i in range(0, len(keys), 1000):
-                await redis.delete(*keys[i : i + 1000])
             await redis.aclose()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:

@@ -23,47 +23,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import random
 import secrets
-import shutil
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import asyncpg
 import msgspec
-import psutil
 import uvloop
-from redis.asyncio import Redis
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.client import ClientConnection
 
 from loadtests.fanout import (
-    HOST,
-    POSTGRES_ADMIN_DSN,
-    REDIS_URL,
     Account,
-    Node,
-    _log_summary,
+    Cluster,
+    CpuWindow,
+    Reader,
     _percentile,
     _raise_nofile,
     _register,
-    _start_node,
-    _stop_nodes,
-    _wait_ready,
+    close_all,
+    cluster,
+    connect_all,
 )
 
 MAX_MEMBERS = 1000
 MAX_SOCKETS = 20_000
 MAX_SECONDS = 600.0
 MAX_RATE = 2_000
-CONNECT_TIMEOUT = 600.0
 REPLY_TIMEOUT = 30.0
 DRAIN_TIMEOUT = 15.0
-CLOSE_TIMEOUT = 60.0
 
 
 class _Message(msgspec.Struct):
@@ -104,49 +92,37 @@ class Tracker:
     unknown_messages: int = 0
 
 
-class Member:
-    """One user's socket and its reader task."""
+class Member(Reader):
+    """One user's socket: records when each benchmark message reaches it, and matches replies."""
 
     def __init__(self, account: Account, ws: ClientConnection, tracker: Tracker) -> None:
-        self.account = account
-        self.ws = ws
         self.tracker = tracker
-        self.open = True
-        self.task = asyncio.create_task(self._read())
+        super().__init__(account, ws, tracker.closes)
 
-    async def _read(self) -> None:
+    def on_frame(self, raw: str | bytes, now: float) -> None:
         tracker = self.tracker
         try:
-            async for raw in self.ws:
-                now = time.time()
-                try:
-                    frame = _decode_frame(raw)
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    tracker.other_frames["(undecodable)"] += 1
-                    continue
-                if frame.type == "message.new" and isinstance(frame.message, _Message):
-                    sent = tracker.sent.get(frame.message.client_msg_id)
-                    if sent is None:
-                        tracker.unknown_messages += 1
-                    else:
-                        sent.received.append(now)
-                elif frame.id is not None and frame.type in {"ok", "error"}:
-                    waiter = tracker.replies.pop(frame.id, None)
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(frame)
-                    sent = tracker.sent.get(frame.id)
-                    if sent is not None:
-                        sent.acked_at = now
-                        if frame.type == "error":
-                            sent.error = frame.code or "error"
-                else:
-                    tracker.other_frames[frame.type] += 1
-        except ConnectionClosed:
-            pass
-        finally:
-            self.open = False
-            if self.ws.close_code is not None:
-                tracker.closes[self.ws.close_code] += 1
+            frame = _decode_frame(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            tracker.other_frames["(undecodable)"] += 1
+            return
+        if frame.type == "message.new" and isinstance(frame.message, _Message):
+            sent = tracker.sent.get(frame.message.client_msg_id)
+            if sent is None:
+                tracker.unknown_messages += 1
+            else:
+                sent.received.append(now)
+        elif frame.id is not None and frame.type in {"ok", "error"}:
+            waiter = tracker.replies.pop(frame.id, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(frame)
+            sent = tracker.sent.get(frame.id)
+            if sent is not None:
+                sent.acked_at = now
+                if frame.type == "error":
+                    sent.error = frame.code or "error"
+        else:
+            tracker.other_frames[frame.type] += 1
 
     async def request(self, frame: dict[str, object]) -> _Frame:
         request_id = secrets.token_hex(8)
@@ -154,44 +130,6 @@ class Member:
         self.tracker.replies[request_id] = waiter
         await self.ws.send(_encode({**frame, "id": request_id}).decode())
         return await asyncio.wait_for(waiter, timeout=REPLY_TIMEOUT)
-
-
-async def _connect_all(
-    nodes: list[Node], accounts: list[Account], tracker: Tracker, concurrency: int
-) -> list[Member]:
-    members: list[Member | None] = [None] * len(accounts)
-    pending = iter(enumerate(accounts))
-
-    async def worker() -> None:
-        for index, account in pending:
-            node = nodes[account.node]
-            ws = await connect(
-                f"ws://{HOST}:{node.port}/ws?token={account.token}",
-                open_timeout=30,
-                ping_interval=None,
-                compression=None,
-                max_queue=256,
-                close_timeout=5,
-            )
-            raw = await asyncio.wait_for(ws.recv(), timeout=30)
-            if _decode_frame(raw).type != "hello":
-                raise SystemExit(f"first frame was not hello: {raw!r:.200}")
-            members[index] = Member(account, ws, tracker)
-
-    await asyncio.wait_for(asyncio.gather(*(worker() for _ in range(concurrency))), timeout=CONNECT_TIMEOUT)
-    return [m for m in members if m is not None]
-
-
-async def _close_all(members: list[Member]) -> None:
-    async def close(member: Member) -> None:
-        with contextlib.suppress(Exception):
-            await member.ws.close()
-
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(asyncio.gather(*(close(m) for m in members)), timeout=CLOSE_TIMEOUT)
-    for member in members:
-        member.task.cancel()
-    await asyncio.gather(*(m.task for m in members), return_exceptions=True)
 
 
 @dataclass
@@ -306,38 +244,27 @@ def _report(
 
 
 async def run(args: argparse.Namespace) -> None:
-    sockets = args.groups * args.members
-    _raise_nofile(sockets * 2 + 1000)
-    tag = secrets.token_hex(4)
-    database = f"kintsugi_group_{tag}"
-    prefix = f"kintsugi-group-{tag}:"
-    database_url = f"postgresql://postgres@{HOST}:5432/{database}"
-    admin = await asyncpg.connect(POSTGRES_ADMIN_DSN)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    workdir = Path(tempfile.mkdtemp(prefix="kintsugi-group-"))
-    nodes: list[Node] = []
-    members: list[Member] = []
-    me = psutil.Process()
-    try:
-        for index in range(args.nodes):
-            nodes.append(_start_node(database_url, prefix, workdir, index))
-        for node in nodes:
-            await _wait_ready(node)
-        print(f"{args.nodes} node(s) ready on ports {[n.port for n in nodes]}; database {database}")
+    _raise_nofile(args.groups * args.members * 2 + 1000)
+    async with cluster(args.nodes, "group") as bench:
+        await _measure(args, bench)
 
+
+async def _measure(args: argparse.Namespace, bench: Cluster) -> None:
+    nodes = bench.nodes
+    members: list[Member] = []
+    try:
         started = time.monotonic()
-        accounts = await _register(nodes, sockets, args.register_concurrency)
+        accounts = await _register(nodes, args.groups * args.members, args.register_concurrency)
         print(f"registered {len(accounts)} users in {time.monotonic() - started:.1f} s")
         tracker = Tracker()
-        members = await _connect_all(nodes, accounts, tracker, args.connect_concurrency)
+        members = await connect_all(
+            nodes, accounts, lambda a, ws: Member(a, ws, tracker), args.connect_concurrency, max_queue=256
+        )
         groups = await _create_groups(members, args.members)
         print(f"opened {len(members)} sockets; created {len(groups)} groups of {args.members} members")
         await asyncio.sleep(3)  # past WS_RESUME_GRACE, and let conversation.updated pushes settle
 
-        cpu_start = [node.cpu_seconds() for node in nodes]
-        me_start = me.cpu_times()
-        machine_start = psutil.cpu_times()
-        wall_start = time.time()
+        window = CpuWindow(nodes)
         sent_count, send_seconds = await _send_messages(
             groups, tracker, args.rate, args.seconds, args.text_size
         )
@@ -346,14 +273,7 @@ async def run(args: argparse.Namespace) -> None:
             if all(len(s.received) >= s.members for s in tracker.sent.values()):
                 break
             await asyncio.sleep(0.05)
-        wall = time.time() - wall_start
-        cpu = [node.cpu_seconds() - before for node, before in zip(nodes, cpu_start, strict=True)]
-        me_end = me.cpu_times()
-        me_cpu = (me_end.user + me_end.system) - (me_start.user + me_start.system)
-        machine_end = psutil.cpu_times()
-        machine_busy = (sum(machine_end) - machine_end.idle - machine_end.iowait) - (
-            sum(machine_start) - machine_start.idle - machine_start.iowait
-        )
+        use = window.end()
 
         print()
         print(
@@ -361,29 +281,11 @@ async def run(args: argparse.Namespace) -> None:
             f"{args.groups} groups x {args.members} members over {args.nodes} node(s)"
         )
         _report(tracker, sent_count, send_seconds, members, len(groups))
-        for i in range(len(nodes)):
-            print(f"  node {i}: CPU {cpu[i]:.1f} s = {cpu[i] / wall * 100:.0f}% of a core")
-        print(f"  benchmark process CPU: {me_cpu / wall * 100:.0f}% of a core")
-        rest = machine_busy - sum(cpu) - me_cpu
-        print(
-            f"  whole machine busy: {machine_busy / wall * 100:.0f}% of a core ({psutil.cpu_count()} cores); "
-            f"everything else (PostgreSQL, Redis, other work): {rest / wall * 100:.0f}%"
-        )
+        for i, cpu in enumerate(use.nodes):
+            print(f"  node {i}: CPU {cpu:.1f} s = {cpu / use.wall * 100:.0f}% of a core")
+        use.print_rest()
     finally:
-        await _close_all(members)
-        for i, node in enumerate(nodes):
-            if node.process.poll() is not None:
-                print(f"node {i} exited early with {node.process.returncode}:\n{node.log_tail(40)}")
-        _stop_nodes(nodes)
-        _log_summary(nodes)
-        redis = Redis.from_url(REDIS_URL)
-        keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
-        for i in range(0, len(keys), 1000):
-            await redis.delete(*keys[i : i + 1000])
-        await redis.aclose()
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        await close_all(members)
 
 
 def main() -> None:
