@@ -89,10 +89,14 @@ class Settings:
     database_url: str | None
     database_pool_min: int
     database_pool_max: int
+    database_connect_timeout: timedelta
+    database_acquire_timeout: timedelta
+    database_statement_timeout: timedelta
     data_dir: Path
     redis_url: str | None
     redis_key_prefix: str
     redis_max_connections: int
+    redis_timeout: timedelta
     jwt_secret: str
     jwt_access_expiry: timedelta
     jwt_refresh_expiry: timedelta
@@ -102,11 +106,13 @@ class Settings:
     max_request_body_bytes: int
     auth_rate_limit_ip: RateLimit
     auth_rate_limit_email: RateLimit
+    auth_rate_limit_email_ip: RateLimit
     forwarded_allow_ips: str
     shutdown_timeout: timedelta
     argon2_time_cost: int
     argon2_memory_kib: int
     argon2_parallelism: int
+    password_hash_concurrency: int
     ws_max_frame_bytes: int
     ws_outbound_queue_bytes: int
     ws_rate_limit: RateLimit
@@ -115,6 +121,8 @@ class Settings:
     ws_compression: bool
     ws_resume_grace: timedelta
     ws_max_replay: int
+    ws_max_sockets_per_user: int
+    metrics_token: str | None
     event_retention: timedelta
     presence_ttl: timedelta
     messenger_max_members: int
@@ -333,6 +341,27 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("DATABASE_POOL_MIN", "database_pool_min", _parse_positive_int, "1", "Smallest pool size."),
     Variable("DATABASE_POOL_MAX", "database_pool_max", _parse_positive_int, "10", "Largest pool size."),
     Variable(
+        "DATABASE_CONNECT_TIMEOUT",
+        "database_connect_timeout",
+        parse_duration,
+        "5s",
+        "How long opening one database connection may take before the request gets 'unavailable'.",
+    ),
+    Variable(
+        "DATABASE_ACQUIRE_TIMEOUT",
+        "database_acquire_timeout",
+        parse_duration,
+        "5s",
+        "How long a request waits for a free pooled connection (connecting included) before 'unavailable'.",
+    ),
+    Variable(
+        "DATABASE_STATEMENT_TIMEOUT",
+        "database_statement_timeout",
+        parse_duration,
+        "10s",
+        "Longest one SQL statement may run before it is cancelled and the request gets 'unavailable'.",
+    ),
+    Variable(
         "KINTSUGI_DATA_DIR",
         "data_dir",
         lambda text: Path(text).expanduser(),
@@ -355,6 +384,13 @@ VARIABLES: tuple[Variable, ...] = (
         _parse_positive_int,
         "64",
         "Redis connections per node; a burst beyond waits for a free one.",
+    ),
+    Variable(
+        "REDIS_TIMEOUT",
+        "redis_timeout",
+        parse_duration,
+        "2s",
+        "Longest one Redis command (or connect, or wait for a pooled connection) may take.",
     ),
     Variable(
         "JWT_SECRET",
@@ -399,8 +435,15 @@ VARIABLES: tuple[Variable, ...] = (
         "AUTH_RATE_LIMIT_EMAIL",
         "auth_rate_limit_email",
         parse_rate_limit,
+        "100/1h",
+        "Login and register attempts allowed per email address from all IPs together (a loose cap).",
+    ),
+    Variable(
+        "AUTH_RATE_LIMIT_EMAIL_IP",
+        "auth_rate_limit_email_ip",
+        parse_rate_limit,
         "10/10m",
-        "Login and register attempts allowed per email address.",
+        "Login and register attempts allowed per email address from one client IP.",
     ),
     Variable(
         "FORWARDED_ALLOW_IPS",
@@ -421,6 +464,13 @@ VARIABLES: tuple[Variable, ...] = (
         "ARGON2_MEMORY_KIB", "argon2_memory_kib", _parse_positive_int, "65536", "argon2id memory in KiB."
     ),
     Variable("ARGON2_PARALLELISM", "argon2_parallelism", _parse_positive_int, "4", "argon2id lanes."),
+    Variable(
+        "PASSWORD_HASH_CONCURRENCY",
+        "password_hash_concurrency",
+        _parse_positive_int,
+        "4",
+        "Password hashes computed at once per node (each takes ARGON2_MEMORY_KIB); others wait their turn.",
+    ),
     Variable(
         "WS_MAX_FRAME_BYTES",
         "ws_max_frame_bytes",
@@ -468,6 +518,20 @@ VARIABLES: tuple[Variable, ...] = (
         _parse_positive_int,
         "1000",
         "Most durable events one resume replays; a larger gap gets resync_required.",
+    ),
+    Variable(
+        "WS_MAX_SOCKETS_PER_USER",
+        "ws_max_sockets_per_user",
+        _parse_positive_int,
+        "32",
+        "Sockets one user may hold open on a node; one more is refused with close code 4409.",
+    ),
+    Variable(
+        "METRICS_TOKEN",
+        "metrics_token",
+        _parse_str,
+        None,
+        "If set, GET /metrics requires 'Authorization: Bearer <token>' (recommended in production).",
     ),
     Variable(
         "EVENT_RETENTION",
