@@ -192,6 +192,9 @@ async def serve_node(settings: Settings, clock: Clock | None = None) -> AsyncIte
         log_config=None,
         access_log=False,
         lifespan="on",
+        # As `kintsugi-rt serve` does: the client IP comes from X-Forwarded-For of trusted proxies.
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         ws_max_size=settings.ws_max_frame_bytes,
         ws_per_message_deflate=settings.ws_compression,
         ws_ping_interval=settings.ws_ping_interval.total_seconds(),

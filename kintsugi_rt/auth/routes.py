@@ -41,6 +41,10 @@ async def require_principal(conn: HTTPConnection) -> Principal:
     return await auth_service(conn).authenticate(token)
 
 
+# Responses carrying tokens must not be kept by any cache (RFC 6749 section 5.1).
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
 def _client(request: Request) -> ClientInfo:
     return ClientInfo(
         ip=request.client.host if request.client else None,
@@ -55,17 +59,17 @@ def _max_body(request: Request) -> int:
 async def register(request: Request) -> Response:
     body = await read_json(request, RegisterRequest, _max_body(request))
     pair = await auth_service(request).register(body, _client(request))
-    return json_response(pair, status=201)
+    return json_response(pair, status=201, headers=_NO_STORE)
 
 
 async def login(request: Request) -> Response:
     body = await read_json(request, LoginRequest, _max_body(request))
-    return json_response(await auth_service(request).login(body, _client(request)))
+    return json_response(await auth_service(request).login(body, _client(request)), headers=_NO_STORE)
 
 
 async def refresh(request: Request) -> Response:
     body = await read_json(request, RefreshRequest, _max_body(request))
-    return json_response(await auth_service(request).refresh(body.refresh_token))
+    return json_response(await auth_service(request).refresh(body.refresh_token), headers=_NO_STORE)
 
 
 async def logout(request: Request) -> Response:

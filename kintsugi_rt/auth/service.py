@@ -20,7 +20,7 @@ from kintsugi_rt.auth.tokens import (
     hash_refresh_token,
     new_refresh_token,
 )
-from kintsugi_rt.auth.validation import check_registration, normalize_email
+from kintsugi_rt.auth.validation import check_registration, loose_email, normalize_email
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.errors import ApiError
 from kintsugi_rt.logs import get_logger
@@ -50,6 +50,30 @@ class Principal:
     user: User
     session_id: uuid.UUID
     expires_at: datetime
+
+
+_REFRESH_REFUSALS = {
+    INVALID_REFRESH_TOKEN: "Refresh token is not valid; log in again.",
+    REFRESH_TOKEN_REUSED: "Refresh token was already used; every token of this login is revoked.",
+    REFRESH_TOKEN_EXPIRED: "Refresh token has expired; log in again.",
+}
+
+
+def _refresh_refusal(state: storage.RefreshTokenState | None, now: datetime) -> str | None:
+    """Why this refresh token may not be rotated (an error code), or ``None`` if it may.
+
+    A used token is reuse even when its login has ended since: that is what the loser of a race of
+    three or more refreshes sees after the second one revoked the family.
+    """
+    if state is None:
+        return INVALID_REFRESH_TOKEN
+    if state.used_at is not None:
+        return REFRESH_TOKEN_REUSED
+    if state.session_revoked:
+        return INVALID_REFRESH_TOKEN
+    if state.expires_at <= now:
+        return REFRESH_TOKEN_EXPIRED
+    return None
 
 
 def _unauthorized(code: str, message: str) -> ApiError:
@@ -84,17 +108,22 @@ class AuthService:
 
     async def login(self, body: LoginRequest, client: ClientInfo) -> TokenPair:
         email = normalize_email(body.email)
-        await self._check_rate(client, email)
-        found = await storage.find_credentials(self._ctx.db.pool, email)
+        await self._check_rate(client, email or loose_email(body.email))
+        # No account has an invalid address: it is simply not found (401 like any unknown one, not 422).
+        found = await storage.find_credentials(self._ctx.db.pool, email) if email else None
         # Verify even for an unknown email (against a decoy) so both failures take the same time.
         ok = await self.passwords.verify(found[1] if found else None, body.password)
         if found is None or not ok:
             log.info("auth.login_failed", known_email=found is not None)
             raise _unauthorized(INVALID_CREDENTIALS, "Email or password is wrong.")
         user, stored_hash = found
+        # Hashed before taking a connection: waiting for a hashing slot must not hold one.
+        new_hash = None
+        if self.passwords.needs_rehash(stored_hash):
+            new_hash = await self.passwords.hash(body.password)
         async with self._ctx.db.pool.acquire() as conn, conn.transaction():
-            if self.passwords.needs_rehash(stored_hash):
-                await storage.update_password_hash(conn, user.id, await self.passwords.hash(body.password))
+            if new_hash is not None:
+                await storage.update_password_hash(conn, user.id, new_hash)
                 log.info("auth.password_rehashed", user_id=str(user.id))
             pair = await self._start_session(conn, user, client)
         log.info("auth.logged_in", user_id=str(user.id))
@@ -103,32 +132,26 @@ class AuthService:
     async def refresh(self, refresh_token: str) -> TokenPair:
         now = self._ctx.clock.now()
         token_hash = hash_refresh_token(refresh_token)
-        revoked: storage.RefreshTokenState | None = None
+        revoked = False
         async with self._ctx.db.pool.acquire() as conn, conn.transaction():
+            # Racing refreshes of one token queue on this lock; every one after the first sees it used.
             state = await storage.lock_refresh_token(conn, token_hash)
-            if state is None or state.session_revoked:
-                failure = _unauthorized(INVALID_REFRESH_TOKEN, "Refresh token is not valid; log in again.")
-            elif state.used_at is not None:
-                # A rotated token came back: it leaked. End the whole family, thief and owner alike.
-                await storage.revoke_session(conn, state.session_id, now, "refresh_token_reused")
-                log.warning("auth.refresh_token_reused", session_id=str(state.session_id))
-                revoked = state
-                failure = _unauthorized(
-                    REFRESH_TOKEN_REUSED,
-                    "Refresh token was already used; every token of this login is revoked.",
-                )
-            elif state.expires_at <= now:
-                failure = _unauthorized(REFRESH_TOKEN_EXPIRED, "Refresh token has expired; log in again.")
-            else:
-                await storage.mark_refresh_token_used(conn, token_hash, now)
+            refusal = _refresh_refusal(state, now)
+            if state is not None and refusal is None:
+                await storage.mark_refresh_token_used(conn, token_hash, state.session_id, now)
                 user = await storage.get_user(conn, state.user_id)
                 assert user is not None  # the session row holds a foreign key to it
                 return await self._issue_pair(conn, user, state.session_id)
-        if revoked is not None:  # its sockets go too, on every node, once the revocation committed
+            if state is not None and refusal == REFRESH_TOKEN_REUSED:
+                # A rotated token came back: it leaked. End the whole family, thief and owner alike.
+                revoked = await storage.revoke_session(conn, state.session_id, now, "refresh_token_reused")
+                log.warning("auth.refresh_token_reused", session_id=str(state.session_id))
+        if state is not None and revoked:  # its sockets go too, on every node, once that committed
             await self._ctx.events.close_sockets(
-                revoked.user_id, CLOSE_UNAUTHORIZED, SESSION_REVOKED, session_id=revoked.session_id
+                state.user_id, CLOSE_UNAUTHORIZED, SESSION_REVOKED, session_id=state.session_id
             )
-        raise failure
+        assert refusal is not None
+        raise _unauthorized(refusal, _REFRESH_REFUSALS[refusal])
 
     async def logout(self, principal: Principal) -> None:
         await storage.revoke_session(self._ctx.db.pool, principal.session_id, self._ctx.clock.now(), "logout")
@@ -159,22 +182,31 @@ class AuthService:
         return Principal(user=user, session_id=claims.session_id, expires_at=claims.expires_at)
 
     async def _check_rate(self, client: ClientInfo, email: str) -> None:
+        """Count an attempt against the per-IP, per-(email, IP) and per-email limits, in that order.
+
+        The first limit that refuses stops the count, so attempts refused by a tighter limit do not
+        use up the looser one behind it: one IP hammering an address cannot exhaust that address's
+        global cap and lock its owner out everywhere.
+        """
         settings = self._ctx.settings
         limiter = self._ctx.rate_limiter
-        waits = [
-            await limiter.hit("auth:ip", client.ip or "unknown", settings.auth_rate_limit_ip),
-            await limiter.hit("auth:email", email, settings.auth_rate_limit_email),
-        ]
-        wait = max((w for w in waits if w is not None), default=None)
-        if wait is not None:
-            seconds = max(1, math.ceil(wait))
-            log.info("auth.rate_limited", ip=client.ip, retry_after=seconds)
-            raise ApiError(
-                429,
-                errors.RATE_LIMITED,
-                f"Too many attempts; try again in {seconds} s.",
-                headers={"Retry-After": str(seconds)},
-            )
+        ip = client.ip or "unknown"
+        checks = (
+            ("auth:ip", ip, settings.auth_rate_limit_ip),
+            ("auth:email_ip", f"{ip} {email}", settings.auth_rate_limit_email_ip),
+            ("auth:email", email, settings.auth_rate_limit_email),
+        )
+        for scope, key, rule in checks:
+            wait = await limiter.hit(scope, key, rule)
+            if wait is not None:
+                seconds = max(1, math.ceil(wait))
+                log.info("auth.rate_limited", ip=client.ip, limit=scope, retry_after=seconds)
+                raise ApiError(
+                    429,
+                    errors.RATE_LIMITED,
+                    f"Too many attempts; try again in {seconds} s.",
+                    headers={"Retry-After": str(seconds)},
+                )
 
     async def _start_session(self, conn: asyncpg.Connection, user: User, client: ClientInfo) -> TokenPair:
         session_id = await storage.create_session(

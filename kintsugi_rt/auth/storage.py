@@ -97,11 +97,16 @@ class RefreshTokenState:
 
 
 async def lock_refresh_token(conn: asyncpg.Connection, token_hash: bytes) -> RefreshTokenState | None:
-    """Find a refresh token and lock its session row, serialising concurrent refreshes of a family."""
+    """Find a refresh token and lock both its row and its session's row until the transaction ends.
+
+    Concurrent refreshes of one family queue here. Locking the token row itself matters: under READ
+    COMMITTED a waiter re-reads only the rows it locks once the holder commits, so with the session row
+    alone it would still see the token as unused and rotate it a second time.
+    """
     row = await conn.fetchrow(
         "SELECT t.session_id, s.user_id, t.expires_at, t.used_at, s.revoked_at IS NOT NULL AS revoked "
         "FROM refresh_tokens t JOIN auth_sessions s ON s.id = t.session_id "
-        "WHERE t.token_hash = $1 FOR UPDATE OF s",
+        "WHERE t.token_hash = $1 FOR UPDATE OF t, s",
         token_hash,
     )
     if row is None:
@@ -111,23 +116,22 @@ async def lock_refresh_token(conn: asyncpg.Connection, token_hash: bytes) -> Ref
     )
 
 
-async def mark_refresh_token_used(conn: asyncpg.Connection, token_hash: bytes, now: datetime) -> None:
+async def mark_refresh_token_used(
+    conn: asyncpg.Connection, token_hash: bytes, session_id: uuid.UUID, now: datetime
+) -> None:
     await conn.execute("UPDATE refresh_tokens SET used_at = $2 WHERE token_hash = $1", token_hash, now)
-    await conn.execute(
-        "UPDATE auth_sessions SET refreshed_at = $2 "
-        "WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = $1)",
-        token_hash,
-        now,
-    )
+    await conn.execute("UPDATE auth_sessions SET refreshed_at = $2 WHERE id = $1", session_id, now)
 
 
-async def revoke_session(conn: asyncpg.Connection, session_id: uuid.UUID, now: datetime, reason: str) -> None:
-    await conn.execute(
+async def revoke_session(conn: asyncpg.Connection, session_id: uuid.UUID, now: datetime, reason: str) -> bool:
+    """Revoke a live session; ``False`` if it was revoked already."""
+    status: str = await conn.execute(
         "UPDATE auth_sessions SET revoked_at = $2, revoked_reason = $3 WHERE id = $1 AND revoked_at IS NULL",
         session_id,
         now,
         reason,
     )
+    return status == "UPDATE 1"
 
 
 async def revoke_user_sessions(conn: asyncpg.Connection, user_id: uuid.UUID, now: datetime) -> int:

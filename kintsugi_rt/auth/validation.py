@@ -45,20 +45,35 @@ _COMMON_PASSWORDS = frozenset(
 )
 
 
-def normalize_email(raw: str) -> str:
-    """Lower-cased, trimmed address; the form we store and look up."""
-    return raw.strip().lower()
+def normalize_email(raw: str) -> str | None:
+    """The one form of an address we store, look up and rate-limit by; ``None`` if it is not valid.
+
+    email-validator's normalised address (NFC local part, IDNA-normalised domain), lower-cased, so the
+    NFC and NFD spellings of ``josé@…`` or ``JOSÉ@…`` are one account. NFC once more after
+    lower-casing, as a case mapping is not promised to keep a string in NFC.
+    """
+    stripped = raw.strip()
+    if len(stripped) > EMAIL_MAX_LENGTH:
+        return None
+    try:
+        normalized = validate_email(stripped, check_deliverability=False).normalized
+    except EmailNotValidError:
+        return None
+    return unicodedata.normalize("NFC", normalized.lower())
+
+
+def loose_email(raw: str) -> str:
+    """A best-effort normal form of input that is not a valid address (for rate-limit keys)."""
+    return unicodedata.normalize("NFC", raw.strip().lower())
 
 
 def check_email(raw: str) -> tuple[str, str | None]:
-    """Return the normalised email and an error message, if any."""
+    """Return the normalised email (best effort when invalid) and an error message, if any."""
+    if len(raw.strip()) > EMAIL_MAX_LENGTH:
+        return loose_email(raw), f"Must be at most {EMAIL_MAX_LENGTH} characters."
     email = normalize_email(raw)
-    if len(email) > EMAIL_MAX_LENGTH:
-        return email, f"Must be at most {EMAIL_MAX_LENGTH} characters."
-    try:
-        validate_email(email, check_deliverability=False)
-    except EmailNotValidError:
-        return email, "Must be a valid email address."
+    if email is None:
+        return loose_email(raw), "Must be a valid email address."
     return email, None
 
 
