@@ -8,11 +8,15 @@ from typing import Any
 from kintsugi_rt.billing import messages as m
 from kintsugi_rt.billing.meter import MAX_HISTORY, UsageMeter
 from kintsugi_rt.billing.routes import routes
-from kintsugi_rt.billing.service import BillingService
+from kintsugi_rt.billing.service import BillingService, webhook_secret_missing
 from kintsugi_rt.context import AppContext
+from kintsugi_rt.logs import get_logger
 from kintsugi_rt.modules import Module
+from kintsugi_rt.settings import Settings, SettingsError
 from kintsugi_rt.socket.protocol import BAD_REQUEST
 from kintsugi_rt.socket.registry import ServerEvent, SocketContext, SocketError, SocketFeatures, SocketHandler
+
+log = get_logger(__name__)
 
 TOKEN_LIMIT_EXCEEDED = "token_limit_exceeded"
 
@@ -29,7 +33,27 @@ def meter(ctx: AppContext) -> UsageMeter:
     return found
 
 
+def check_webhook_secret(settings: Settings) -> None:
+    """Stripe without its webhook secret takes payments but never learns of them (no tier ever
+    changes): refused in production, a warning elsewhere. ``hello.features.billing_webhooks`` says
+    ``"off"`` then."""
+    if not webhook_secret_missing(settings):
+        return
+    if settings.is_production:
+        raise SettingsError(
+            "STRIPE_WEBHOOK_SECRET: required with STRIPE_SECRET_KEY in production "
+            "(without it no webhook can be verified, so subscriptions never change tiers)"
+        )
+    log.warning(
+        "billing.webhooks_off",
+        variable="STRIPE_WEBHOOK_SECRET",
+        reason="STRIPE_SECRET_KEY is set but STRIPE_WEBHOOK_SECRET is not: webhooks are refused "
+        "and subscriptions will not change tiers",
+    )
+
+
 async def _start(ctx: AppContext) -> None:
+    check_webhook_secret(ctx.settings)
     usage = UsageMeter(ctx)
     ctx.services["usage"] = usage
     ctx.services["billing"] = BillingService(ctx, usage)

@@ -75,7 +75,16 @@ class UsageMeter:
             await self.counters.settle_in(conn, reservation)
 
     async def settled(self, user_id: uuid.UUID, reservation: Reservation | None, tokens: int) -> None:
-        """After the ledger row committed: update the counters and tell the user's sockets."""
+        """After the ledger row committed: update the counters and tell the user's sockets.
+
+        Never raises: the write it follows has committed, and the ledger stays the truth (a counter
+        missed here is rebuilt from it when its window's key is missing)."""
+        try:
+            await self._settled(user_id, reservation, tokens)
+        except Exception as exc:
+            log.error("usage.settle_failed", user_id=str(user_id), tokens=tokens, error=repr(exc))
+
+    async def _settled(self, user_id: uuid.UUID, reservation: Reservation | None, tokens: int) -> None:
         _, start, reset_at = self._window()
         used = await self.counters.settled(user_id, reservation, tokens, start)
         tier = await current_tier(self._ctx.db.pool, user_id)
@@ -95,7 +104,14 @@ class UsageMeter:
                 await events.push([user_id], warning, droppable=False)
 
     async def push_state(self, user_id: uuid.UUID) -> None:
-        """After a tier change: the new limit, at once."""
+        """After a tier change committed: the new limit, at once. Never raises (the change is done;
+        a client that missed this asks ``usage.get``)."""
+        try:
+            await self._push_state(user_id)
+        except Exception as exc:
+            log.error("usage.push_failed", user_id=str(user_id), error=repr(exc))
+
+    async def _push_state(self, user_id: uuid.UUID) -> None:
         state = await self.state(user_id)
         await self._ctx.events.push(
             [user_id],

@@ -11,20 +11,29 @@ user is told (``attention: payment_failed``). When Stripe gives up (``unpaid``, 
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 import stripe
 
 from kintsugi_rt.auth.messages import User
+from kintsugi_rt.auth.validation import normalize_email
 from kintsugi_rt.billing import storage
 from kintsugi_rt.billing.messages import SubscriptionUpdated
 from kintsugi_rt.billing.meter import UsageMeter
-from kintsugi_rt.billing.stripe_api import StripeApi, SubscriptionSnapshot
+from kintsugi_rt.billing.stripe_api import (
+    EventEnvelope,
+    HandledEvent,
+    InvalidEvent,
+    StripeApi,
+    SubscriptionSnapshot,
+    decode_event,
+)
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.errors import ApiError
 from kintsugi_rt.logs import get_logger
-from kintsugi_rt.settings import TIERS
+from kintsugi_rt.settings import TIERS, Settings
 from kintsugi_rt.socket import streams
 
 log = get_logger(__name__)
@@ -33,6 +42,8 @@ BILLING_DISABLED = "billing_disabled"
 ALREADY_SUBSCRIBED = "already_subscribed"
 NO_CUSTOMER = "no_customer"
 INVALID_SIGNATURE = "invalid_signature"
+INVALID_EVENT = "invalid_event"
+WEBHOOKS_DISABLED = "billing_webhooks_disabled"
 PROVIDER_ERROR = "billing_provider_error"
 
 PAID_STATUSES = {"active", "trialing", "past_due"}
@@ -51,16 +62,9 @@ _ATTENTION = {
 }
 
 
-def _subscription_id(obj: dict[str, Any]) -> str | None:
-    """The subscription an event is about, wherever this API version puts it."""
-    if obj.get("object") == "subscription":
-        return str(obj["id"])
-    found = obj.get("subscription")
-    if found is None:  # invoices in newer API versions
-        found = ((obj.get("parent") or {}).get("subscription_details") or {}).get("subscription")
-    if isinstance(found, dict):
-        found = found.get("id")
-    return str(found) if found else None
+def webhook_secret_missing(settings: Settings) -> bool:
+    """Stripe is on (``STRIPE_SECRET_KEY``) but its webhooks cannot be verified, so none is applied."""
+    return bool(settings.stripe_secret_key) and not (settings.stripe_webhook_secret or "").strip()
 
 
 class BillingService:
@@ -70,7 +74,9 @@ class BillingService:
         settings = ctx.settings
         self.api = StripeApi(settings) if settings.stripe_secret_key else None
         self.prices = settings.stripe_prices()  # price id -> tier
+        self.webhooks = self.api is not None and not webhook_secret_missing(settings)
         ctx.features["billing"] = "stripe" if self.api else "off"
+        ctx.features["billing_webhooks"] = "on" if self.webhooks else "off"
 
     def require_api(self) -> StripeApi:
         if self.api is None:
@@ -148,26 +154,38 @@ class BillingService:
 
     async def webhook(self, payload: bytes, signature: str | None) -> dict[str, Any]:
         api = self.require_api()
+        if not self.webhooks:
+            raise ApiError(
+                503, WEBHOOKS_DISABLED, "Webhooks are off on this server: STRIPE_WEBHOOK_SECRET is not set."
+            )
         if not signature:
             raise ApiError(400, INVALID_SIGNATURE, "Missing Stripe-Signature header.")
         try:
-            event = api.verify(payload, signature)
+            api.verify(payload, signature, time.time())
         except (stripe.SignatureVerificationError, ValueError):
             log.warning("billing.webhook_rejected")
-            raise ApiError(400, INVALID_SIGNATURE, "The signature is not valid or too old.") from None
-        event_id, event_type = str(event["id"]), str(event["type"])
-        if event_type not in HANDLED_EVENTS:
-            return {"received": True, "applied": False}
-        obj: dict[str, Any] = event["data"]["object"]
-        sub_id = _subscription_id(obj)
+            raise ApiError(
+                400, INVALID_SIGNATURE, "The signature is not valid, or not within 300 s of now."
+            ) from None
+        try:
+            envelope = decode_event(payload, EventEnvelope)
+            if envelope.type not in HANDLED_EVENTS:
+                return {"received": True, "applied": False}
+            event = decode_event(payload, HandledEvent)
+            sub_id = event.data.object.subscription_id()
+        except InvalidEvent as exc:
+            log.warning("billing.webhook_invalid", field=exc.field, reason=exc.reason)
+            raise ApiError(
+                400, INVALID_EVENT, "The event lacks what it needs.", fields={exc.field: exc.reason}
+            ) from None
         snapshot = await self._call(api.subscription(sub_id)) if sub_id else None
-        applied = await self._apply(event_id, event_type, obj, snapshot)
+        applied = await self._apply(event.id, event.type, event.data.object.customer_id(), snapshot)
         return {"received": True, "applied": applied}
 
     async def _apply(
-        self, event_id: str, event_type: str, obj: dict[str, Any], snapshot: SubscriptionSnapshot | None
+        self, event_id: str, event_type: str, customer_id: str | None, snapshot: SubscriptionSnapshot | None
     ) -> bool:
-        customer = snapshot.customer if snapshot else obj.get("customer")
+        customer = snapshot.customer if snapshot else customer_id
         async with self.ctx.db.pool.acquire() as conn, conn.transaction():
             if not await storage.claim_event(conn, event_id, event_type):
                 log.info("billing.event_replayed", event_id=event_id)
@@ -217,9 +235,12 @@ async def set_tier_by_hand(ctx: AppContext, email: str, tier: str) -> uuid.UUID:
     """``kintsugi-rt users set-tier``: for servers without Stripe, or support."""
     if tier not in TIERS:
         raise ValueError(f"unknown tier {tier!r}; one of {', '.join(TIERS)}")
+    normalized = normalize_email(email)  # the form accounts are stored in
+    if normalized is None:
+        raise LookupError(f"no user with email {email!r}")
     async with ctx.db.pool.acquire() as conn, conn.transaction():
         user_id: uuid.UUID | None = await conn.fetchval(
-            "SELECT id FROM users WHERE lower(email) = lower($1)", email
+            "SELECT id FROM users WHERE lower(email) = lower($1)", normalized
         )
         if user_id is None:
             raise LookupError(f"no user with email {email!r}")

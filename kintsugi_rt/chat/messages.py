@@ -16,6 +16,16 @@ SystemPrompt = Annotated[str, msgspec.Meta(max_length=20_000)]
 Query = Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=100)]
 Content = Annotated[str, msgspec.Meta(min_length=1)]
+# A ``chat.list`` cursor as the server writes it: "<updated_at in UTC, ISO 8601>|<chat id>". Only a UTC
+# time is accepted, so no offset can carry the time out of PostgreSQL's range.
+Cursor = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=80,
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?\+00:00\|[0-9a-f]{8}-[0-9a-f]{4}-"
+        r"[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$",
+    ),
+]
 Status = Literal["complete", "streaming", "stopped", "error"]
 
 # --- client frames ----------------------------------------------------------------------------
@@ -32,7 +42,7 @@ class ChatCreate(ClientMessage, tag="chat.create"):
 class ChatList(ClientMessage, tag="chat.list"):
     """The user's chats, most recently active first; pass ``next_cursor`` back as ``before``."""
 
-    before: str | None = None
+    before: Cursor | None = None
     limit: Limit = 20
 
 

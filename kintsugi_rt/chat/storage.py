@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import uuid
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -307,34 +308,44 @@ async def touch_chat(db: Executor, chat_id: uuid.UUID) -> None:
     await db.execute("UPDATE chats SET updated_at = now() WHERE id = $1", chat_id)
 
 
+# ts_headline marks matches with these private-use characters instead of tags; the text is then
+# HTML-escaped and only they become <b>…</b>. The same characters in a message are turned into spaces
+# before ts_headline sees it, so a message cannot smuggle in a marker of its own.
+_START, _STOP = "\ue000", "\ue001"
+
+_SEARCH_SQL = f"""
+    WITH q AS (SELECT websearch_to_tsquery('simple', $2) AS query)
+    SELECT * FROM (
+        SELECT c.id AS chat_id, c.title AS chat_title, m.id AS message_id, m.created_at,
+               ts_headline('simple', translate(m.content, $4, '  '), q.query,
+                           'MaxWords=24, MinWords=8, StartSel={_START}, StopSel={_STOP}') AS snippet,
+               ts_rank(m.search, q.query) AS rank
+        FROM q, chat_messages m JOIN chats c ON c.id = m.chat_id
+        WHERE c.user_id = $1 AND m.search @@ q.query
+        UNION ALL
+        SELECT c.id, c.title, NULL, c.created_at, translate(c.title, $4, '  '),
+               ts_rank(c.search, q.query) + 1
+        FROM q, chats c
+        WHERE c.user_id = $1 AND c.search @@ q.query
+    ) hits
+    ORDER BY rank DESC, created_at DESC
+    LIMIT $3
+"""  # noqa: S608 - constants only
+
+
+def safe_snippet(marked: str) -> str:
+    """HTML whose only tags are <b>…</b> around the matches: everything else is escaped text."""
+    return html.escape(marked).replace(_START, "<b>").replace(_STOP, "</b>")
+
+
 async def search(db: Executor, user_id: uuid.UUID, query: str, limit: int) -> list[SearchHit]:
-    rows = await db.fetch(
-        """
-        WITH q AS (SELECT websearch_to_tsquery('simple', $2) AS query)
-        SELECT * FROM (
-            SELECT c.id AS chat_id, c.title AS chat_title, m.id AS message_id, m.created_at,
-                   ts_headline('simple', m.content, q.query, 'MaxWords=24, MinWords=8') AS snippet,
-                   ts_rank(m.search, q.query) AS rank
-            FROM q, chat_messages m JOIN chats c ON c.id = m.chat_id
-            WHERE c.user_id = $1 AND m.search @@ q.query
-            UNION ALL
-            SELECT c.id, c.title, NULL, c.created_at, c.title, ts_rank(c.search, q.query) + 1
-            FROM q, chats c
-            WHERE c.user_id = $1 AND c.search @@ q.query
-        ) hits
-        ORDER BY rank DESC, created_at DESC
-        LIMIT $3
-        """,
-        user_id,
-        query,
-        limit,
-    )
+    rows = await db.fetch(_SEARCH_SQL, user_id, query, limit, _START + _STOP)
     return [
         SearchHit(
             chat_id=r["chat_id"],
             chat_title=r["chat_title"],
             message_id=r["message_id"],
-            snippet=r["snippet"],
+            snippet=safe_snippet(r["snippet"]),
             created_at=r["created_at"],
         )
         for r in rows

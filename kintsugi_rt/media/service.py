@@ -32,6 +32,7 @@ from kintsugi_rt.media.sniff import (
     AS_AUDIO,
     IMAGE_PROBE_BYTES,
     IMAGE_TYPES,
+    INT4_MAX,
     SNIFF_BYTES,
     AudioSpool,
     audio_duration_ms,
@@ -125,6 +126,18 @@ def _form_values(form: dict[str, str]) -> tuple[str | None, int | None]:
             raise _invalid("duration_ms", f"A whole number of milliseconds, from 1 to {MAX_DURATION_MS}.")
         duration = int(text)
     return kind, duration
+
+
+def _check_header_numbers(width: int | None, height: int | None, duration_ms: int | None) -> None:
+    """What a file's header claims must fit the database's integer columns: a PNG may claim a width of
+    four billion pixels and a WAV billions of frames, which no real file has."""
+    for name, value in (("width", width), ("height", height)):
+        if value is not None and value > INT4_MAX:
+            raise _invalid("file", f"The image header claims a {name} of {value} pixels; at most {INT4_MAX}.")
+    if duration_ms is not None and duration_ms > INT4_MAX:
+        raise _invalid(
+            "file", f"The audio header claims a duration of {duration_ms} ms: not a valid audio file."
+        )
 
 
 def _check_kind(kind: str, content_type: str) -> None:
@@ -294,6 +307,7 @@ class MediaService:
             width, height = size
         if client_duration is not None and not content_type.startswith("audio/"):
             raise _invalid("duration_ms", "Only audio has a duration.")
+        _check_header_numbers(width, height, received.duration_ms)
         # What the container says wins over what the client says.
         duration = received.duration_ms or client_duration
         if kind == "voice":

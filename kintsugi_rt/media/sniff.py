@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import io
+import math
 import tempfile
 from typing import IO
 
@@ -21,6 +22,8 @@ IMAGE_PROBE_BYTES = 1024 * 1024
 AUDIO_SPOOL_MEMORY = 1024 * 1024
 
 TEXT_PLAIN = "text/plain"
+# width, height and duration_ms are PostgreSQL integer columns; a header claiming more is refused.
+INT4_MAX = 2**31 - 1
 
 # filetype's extension -> the content type we store and serve. Everything else is refused.
 ALLOWED: dict[str, str] = {
@@ -93,7 +96,7 @@ def audio_duration_ms(file: IO[bytes]) -> int | None:
     except Exception:
         return None
     length = getattr(getattr(found, "info", None), "length", None)
-    if not isinstance(length, int | float) or length <= 0:
+    if not isinstance(length, int | float) or not math.isfinite(length) or length <= 0:
         return None
     return round(length * 1000)
 

@@ -10,12 +10,17 @@ import msgspec
 
 from kintsugi_rt.socket.protocol import ClientMessage, ServerMessage
 
+# Seqs are PostgreSQL bigints: a larger number is refused by the decoder (``bad_request`` naming the
+# field), never passed on to fail in the database.
+BIGINT_MAX = 2**63 - 1
+
 UserIds = Annotated[list[uuid.UUID], msgspec.Meta(min_length=1, max_length=1000)]
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 ClientMsgId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# At most 32 characters here; that it is exactly one emoji is checked by the handler (``is_one_emoji``).
 Emoji = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 Limit = Annotated[int, msgspec.Meta(ge=1, le=200)]
-Seq = Annotated[int, msgspec.Meta(ge=0)]
+Seq = Annotated[int, msgspec.Meta(ge=0, le=BIGINT_MAX)]
 Role = Literal["owner", "admin", "member"]
 
 # --- client frames ----------------------------------------------------------------------------
@@ -74,7 +79,8 @@ class ConversationSync(ClientMessage, tag="conversation.sync"):
 
 class MessageSend(ClientMessage, tag="message.send"):
     """Send text and/or attachments (ids from ``POST /api/media``; a voice message is an audio
-    attachment). Idempotent on ``client_msg_id``: a retry returns the stored message, never a duplicate."""
+    attachment). Idempotent on ``client_msg_id`` within the conversation: a retry returns the stored
+    message, never a duplicate."""
 
     conversation_id: uuid.UUID
     client_msg_id: ClientMsgId
@@ -99,7 +105,7 @@ class MessageDelete(ClientMessage, tag="message.delete"):
 
 
 class MessageReact(ClientMessage, tag="message.react"):
-    """Toggle a reaction."""
+    """Toggle a reaction: exactly one emoji (ZWJ sequences, skin tones, flags and keycaps included)."""
 
     message_id: uuid.UUID
     emoji: Emoji
@@ -111,7 +117,8 @@ class MessagePin(ClientMessage, tag="message.pin"):
 
 
 class MessageForward(ClientMessage, tag="message.forward"):
-    """Forward a message you can see into another conversation of yours."""
+    """Forward a message you can see into another conversation of yours (idempotent on
+    ``client_msg_id`` within that conversation)."""
 
     message_id: uuid.UUID
     conversation_id: uuid.UUID

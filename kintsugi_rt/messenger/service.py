@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterable
 
 import asyncpg
+import emoji
 
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.logs import get_logger
@@ -75,6 +76,12 @@ def _not_found() -> SocketError:
     return SocketError(NOT_FOUND, "No such conversation or message.")
 
 
+def is_one_emoji(text: str) -> bool:
+    """Exactly one emoji: one grapheme cluster the Unicode emoji data knows, including ZWJ sequences
+    (👨‍👩‍👧), skin tones (👍🏽), flags (🇺🇦) and keycaps (1️⃣); not two, not text, not a lone joiner."""
+    return emoji.is_emoji(text)
+
+
 class MessengerService:
     def __init__(self, ctx: AppContext) -> None:
         self.ctx = ctx
@@ -109,12 +116,15 @@ class MessengerService:
 
     async def _view_for_all(
         self, conn: asyncpg.Connection, conversation_id: uuid.UUID, members: list[uuid.UUID]
-    ) -> list[streams.DurableDelivery]:
-        """Each member's own view of the conversation (their read mark and unread count differ)."""
+    ) -> tuple[list[streams.DurableDelivery], dict[uuid.UUID, Conversation]]:
+        """Each member's own view of the conversation (their read mark and unread count differ), as
+        durable events, and the views themselves: the caller answers with its own view, built inside
+        the transaction, so nothing that can fail is left for after the commit but publishing."""
         views = await storage.conversation_views(conn, conversation_id, members)
-        return await streams.append_each(
+        deliveries = await streams.append_each(
             conn, {member: ConversationUpdated(conversation=view) for member, view in views.items()}
         )
+        return deliveries, views
 
     # --- conversations --------------------------------------------------------------------------
 
@@ -142,11 +152,9 @@ class MessengerService:
                 "INSERT INTO conversation_members (conversation_id, user_id, role) VALUES ($1, $2, $3)",
                 [(conversation_id, me, "owner"), *((conversation_id, u, "member") for u in others)],
             )
-            deliveries = await self._view_for_all(db, conversation_id, [me, *others])
+            deliveries, views = await self._view_for_all(db, conversation_id, [me, *others])
         await self._publish(deliveries)
-        view = await storage.conversation_of(pool, me, conversation_id)
-        assert view is not None
-        return ConversationRef(conversation=view)
+        return ConversationRef(conversation=views[me])
 
     async def _direct(self, me: uuid.UUID, other: uuid.UUID) -> Conversation:
         low, high = sorted((me, other), key=str)
@@ -166,12 +174,13 @@ class MessengerService:
                     "VALUES ($1, $2, 'member')",
                     [(conversation_id, low), (conversation_id, high)],
                 )
-                deliveries = await self._view_for_all(db, conversation_id, [me, other])
+                deliveries, views = await self._view_for_all(db, conversation_id, [me, other])
+                view: Conversation | None = views[me]
             else:
                 conversation_id = await db.fetchval("SELECT id FROM conversations WHERE direct_key = $1", key)
+                assert conversation_id is not None
+                view = await storage.conversation_of(db, me, conversation_id)
         await self._publish(deliveries)
-        assert conversation_id is not None
-        view = await storage.conversation_of(pool, me, conversation_id)
         assert view is not None
         return view
 
@@ -209,9 +218,9 @@ class MessengerService:
                 "SELECT $1, $2, 'member', last_seq FROM conversations WHERE id = $1",
                 [(message.conversation_id, u) for u in new],
             )
-            deliveries = await self._view_for_all(db, message.conversation_id, current + new)
+            deliveries, views = await self._view_for_all(db, message.conversation_id, current + new)
         await self._publish(deliveries)
-        return await self.get(conn, ConversationGet(conversation_id=message.conversation_id))
+        return ConversationRef(conversation=views[conn.user_id])
 
     async def remove_member(self, conn: SocketContext, message: ConversationRemoveMember) -> ConversationRef:
         async with self.ctx.db.pool.acquire() as db, db.transaction():
@@ -221,9 +230,9 @@ class MessengerService:
                 raise _not_found()
             if their_role == "owner" or (their_role == "admin" and my_role != "owner"):
                 raise SocketError(FORBIDDEN, "Only the owner removes admins; nobody removes the owner.")
-            deliveries = await self._drop_member(db, message.conversation_id, message.user_id)
+            deliveries, views = await self._drop_member(db, message.conversation_id, message.user_id)
         await self._publish(deliveries)
-        return await self.get(conn, ConversationGet(conversation_id=message.conversation_id))
+        return ConversationRef(conversation=views[conn.user_id])  # the admin is among the remaining
 
     async def leave(self, conn: SocketContext, message: ConversationLeave) -> None:
         async with self.ctx.db.pool.acquire() as db, db.transaction():
@@ -242,12 +251,13 @@ class MessengerService:
                     message.conversation_id,
                     conn.user_id,
                 )
-            deliveries = await self._drop_member(db, message.conversation_id, conn.user_id)
+            deliveries, _ = await self._drop_member(db, message.conversation_id, conn.user_id)
         await self._publish(deliveries)
 
     async def _drop_member(
         self, db: asyncpg.Connection, conversation_id: uuid.UUID, user_id: uuid.UUID
-    ) -> list[streams.DurableDelivery]:
+    ) -> tuple[list[streams.DurableDelivery], dict[uuid.UUID, Conversation]]:
+        """Remove the member; their ``conversation.removed`` and the remaining members' views."""
         await db.execute(
             "DELETE FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
             conversation_id,
@@ -256,7 +266,8 @@ class MessengerService:
         remaining = await storage.member_ids(db, conversation_id)
         await streams.lock(db, [user_id, *remaining])  # two appends: lock all their streams at once
         gone = await self._emit(db, [user_id], ConversationRemoved(conversation_id=conversation_id))
-        return [gone, *await self._view_for_all(db, conversation_id, remaining)]
+        deliveries, views = await self._view_for_all(db, conversation_id, remaining)
+        return [gone, *deliveries], views
 
     async def promote(self, conn: SocketContext, message: ConversationPromote) -> ConversationRef:
         async with self.ctx.db.pool.acquire() as db, db.transaction():
@@ -271,11 +282,11 @@ class MessengerService:
                 message.user_id,
                 message.role,
             )
-            deliveries = await self._view_for_all(
+            deliveries, views = await self._view_for_all(
                 db, message.conversation_id, await storage.member_ids(db, message.conversation_id)
             )
         await self._publish(deliveries)
-        return await self.get(conn, ConversationGet(conversation_id=message.conversation_id))
+        return ConversationRef(conversation=views[conn.user_id])
 
     async def sync(self, conn: SocketContext, message: ConversationSync) -> SyncResult:
         """Every conversation's state, and up to ``limit`` messages after the seq the client holds."""
@@ -349,13 +360,9 @@ class MessengerService:
         pool = self.ctx.db.pool
         async with pool.acquire() as db, db.transaction():
             await self._member(db, conversation_id, sender)
-            retried = await db.fetchval(
-                "SELECT id FROM messages WHERE sender_id = $1 AND client_msg_id = $2", sender, client_msg_id
-            )
+            retried = await storage.sent_before(db, sender, conversation_id, client_msg_id)
             if retried is not None:  # the client retried a send that had worked: same message, no event
-                stored = await storage.message(db, retried)
-                assert stored is not None
-                return MessageRef(message=stored)
+                return MessageRef(message=retried)
             if reply_to is not None:
                 same = await db.fetchval(
                     "SELECT 1 FROM messages WHERE id = $1 AND conversation_id = $2", reply_to, conversation_id
@@ -375,16 +382,24 @@ class MessengerService:
                 )
                 if owned != len(attachments):
                     raise SocketError(NOT_FOUND, "No such media.", {"field": "attachments"})
-            stored = await storage.insert_message(
-                db,
-                conversation_id,
-                sender,
-                client_msg_id,
-                text,
-                reply_to,
-                forwarded_from,
-                self.ctx.clock.now(),  # the edit and delete windows are measured on the same clock
-            )
+            try:
+                async with db.transaction():  # a savepoint: a concurrent retry may take the key first
+                    stored = await storage.insert_message(
+                        db,
+                        conversation_id,
+                        sender,
+                        client_msg_id,
+                        text,
+                        reply_to,
+                        forwarded_from,
+                        self.ctx.clock.now(),  # the edit and delete windows are measured on this clock
+                    )
+            except asyncpg.UniqueViolationError:
+                # The twin committed while this one waited for the conversation's lock: answer with it.
+                twin = await storage.sent_before(db, sender, conversation_id, client_msg_id)
+                if twin is None:
+                    raise
+                return MessageRef(message=twin)
             if attachments:
                 await db.executemany(
                     "INSERT INTO message_attachments (message_id, media_id, position) VALUES ($1, $2, $3)",
@@ -456,6 +471,8 @@ class MessengerService:
         await self.ctx.events.publish_durable(delivery)
 
     async def react(self, conn: SocketContext, message: MessageReact) -> MessageRef:
+        if not is_one_emoji(message.emoji):
+            raise SocketError(BAD_REQUEST, "A reaction is exactly one emoji.", {"field": "emoji"})
         async with self.ctx.db.pool.acquire() as db, db.transaction():
             row = await storage.message_row(db, message.message_id, conn.user_id, lock=True)
             if row is None or row["deleted_at"] is not None:

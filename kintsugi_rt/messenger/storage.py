@@ -138,6 +138,22 @@ async def message(db: Executor, message_id: uuid.UUID) -> Message | None:
     return _message(row, reactions.get(message_id), attachments.get(message_id))
 
 
+async def sent_before(
+    db: Executor, sender: uuid.UUID, conversation_id: uuid.UUID, client_msg_id: str
+) -> Message | None:
+    """The message this sender already sent into this conversation under ``client_msg_id`` (a retry).
+
+    Keys are per (sender, conversation): the same key in another conversation is another message,
+    so a retry never answers with a message of a conversation the sender may have left."""
+    found: uuid.UUID | None = await db.fetchval(
+        "SELECT id FROM messages WHERE sender_id = $1 AND conversation_id = $2 AND client_msg_id = $3",
+        sender,
+        conversation_id,
+        client_msg_id,
+    )
+    return None if found is None else await message(db, found)
+
+
 async def message_row(db: Executor, message_id: uuid.UUID, viewer: uuid.UUID, *, lock: bool = False) -> Any:
     """A message row, only if the viewer is a member of its conversation, with the viewer's role."""
     return await db.fetchrow(
