@@ -17,14 +17,20 @@ from tests.test_delivery import hub_settings
 from tests.wsclient import Socket, new_user
 
 
+async def share_conversation(sock: Socket, other_id: str) -> None:
+    reply = await sock.request("conversation.create", kind="direct", user_ids=[other_id])
+    assert reply["type"] == "ok", reply
+
+
 @pytest.mark.parametrize("hub", ["local", "redis"])
-async def test_online_offline_and_last_seen_reach_watchers_only(
+async def test_online_offline_and_last_seen_reach_related_users_only(
     hub: str, settings_for: Callable[..., Settings], redis_server: RedisServer
 ) -> None:
     async with serve_node(settings_for(**hub_settings(hub, redis_server))) as node:
         alice, bob, carol = [await new_user(node.url, n) for n in ("Alice", "Bob", "Carol")]
         bob_sock = await Socket.open(node.ws_url, bob.token)
         carol_sock = await Socket.open(node.ws_url, carol.token)
+        await share_conversation(bob_sock, alice.id)
         reply = await bob_sock.request("presence.watch", user_ids=[alice.id, alice.id])
         assert reply["type"] == "ok"
         assert reply["users"] == [{"user_id": alice.id, "status": "offline"}]
@@ -47,24 +53,49 @@ async def test_online_offline_and_last_seen_reach_watchers_only(
         assert state["users"][0]["last_seen"] == offline["last_seen"]
 
         assert (await carol_sock.request("ping"))["type"] == "pong"
-        assert not [f for f in carol_sock.backlog if f["type"] == "presence"], "carol never asked"
-
-        assert (await bob_sock.request("presence.unwatch", user_ids=[alice.id]))["type"] == "ok"
-        again = await Socket.open(node.ws_url, alice.token)
-        await again.expect("hello")
-        assert (await bob_sock.request("ping"))["type"] == "pong"
-        await asyncio.sleep(0.2)
-        assert not [f for f in bob_sock.backlog if f["type"] == "presence"]
-        for sock in (bob_sock, carol_sock, again):
+        assert not [f for f in carol_sock.backlog if f["type"] == "presence"], "carol shares nothing"
+        for sock in (bob_sock, carol_sock):
             await sock.close()
 
 
-async def test_watching_an_unknown_user_reports_nothing(settings_for: Callable[..., Settings]) -> None:
+@pytest.mark.parametrize("hub", ["local", "redis"])
+async def test_one_presence_frame_per_change_for_a_watcher_who_shares_a_conversation(
+    hub: str, settings_for: Callable[..., Settings], redis_server: RedisServer
+) -> None:
+    """Regression (E18): watching someone you share a conversation with delivered every change twice."""
+    async with serve_node(settings_for(**hub_settings(hub, redis_server))) as node:
+        alice, bob = await new_user(node.url, "Alice"), await new_user(node.url, "Bob")
+        bob_sock = await Socket.open(node.ws_url, bob.token)
+        await share_conversation(bob_sock, alice.id)
+        assert (await bob_sock.request("presence.watch", user_ids=[alice.id]))["type"] == "ok"
+        alice_sock = await Socket.open(node.ws_url, alice.token)
+        await alice_sock.expect("hello")
+        await bob_sock.expect("presence")
+        await asyncio.sleep(0.3)
+        assert (await bob_sock.request("ping"))["type"] == "pong"
+        assert not [f for f in bob_sock.backlog if f["type"] == "presence"], bob_sock.backlog
+        for sock in (alice_sock, bob_sock):
+            await sock.close()
+
+
+async def test_strangers_and_unknown_users_look_the_same(settings_for: Callable[..., Settings]) -> None:
+    """Regression (E19): anyone could watch any user id and learn their status and last seen."""
     async with serve_node(settings_for()) as node:
-        bob = await new_user(node.url)
-        sock = await Socket.open(node.ws_url, bob.token)
-        reply = await sock.request("presence.watch", user_ids=["00000000-0000-0000-0000-000000000001"])
-        assert reply == {"type": "ok", "id": reply["id"], "users": []}
+        alice, mallory = await new_user(node.url, "Alice"), await new_user(node.url, "Mallory")
+        alice_sock = await Socket.open(node.ws_url, alice.token)
+        await alice_sock.expect("hello")  # Alice is online
+        sock = await Socket.open(node.ws_url, mallory.token)
+        nobody = "00000000-0000-0000-0000-000000000001"
+        reply = await sock.request("presence.watch", user_ids=[alice.id, nobody, mallory.id])
+        assert reply["users"] == [
+            {"user_id": alice.id, "status": "unknown"},
+            {"user_id": nobody, "status": "unknown"},
+            {"user_id": mallory.id, "status": "online"},  # yourself: always
+        ], reply
+        await alice_sock.close()  # Alice goes offline: Mallory hears nothing
+        await asyncio.sleep(0.3)
+        assert (await sock.request("ping"))["type"] == "pong"
+        assert not [f for f in sock.backlog if f["type"] == "presence"], sock.backlog
         await sock.close()
 
 
@@ -77,7 +108,7 @@ async def test_presence_across_two_nodes(
         b = await stack.enter_async_context(serve_node(settings))
         alice, bob = await new_user(a.url), await new_user(b.url)
         bob_on_b = await Socket.open(b.ws_url, bob.token)
-        await bob_on_b.request("presence.watch", user_ids=[alice.id])
+        await share_conversation(bob_on_b, alice.id)
         alice_on_a = await Socket.open(a.ws_url, alice.token)
         assert (await bob_on_b.expect("presence"))["status"] == "online"
         alice_on_b = await Socket.open(b.ws_url, alice.token)
@@ -114,7 +145,7 @@ async def test_a_killed_node_lets_its_users_go_offline(
         async with serve_node(settings_for(**common)) as survivor:
             alice, bob = await new_user(survivor.url), await new_user(survivor.url)
             bob_sock = await Socket.open(survivor.ws_url, bob.token)
-            await bob_sock.request("presence.watch", user_ids=[alice.id])
+            await share_conversation(bob_sock, alice.id)
             alice_sock = await Socket.open(f"ws://127.0.0.1:{port}/ws", alice.token)
             assert (await bob_sock.expect("presence"))["status"] == "online"
 

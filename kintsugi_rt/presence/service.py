@@ -1,8 +1,11 @@
 """Presence: online/offline and last seen, pushed only to those who may see it.
 
-Who sees a user's changes: sockets that asked with ``presence.watch`` (a per-user topic, so the cost
-is one lookup per change per node plus one frame per watcher), and the users returned by audience
-providers that other modules register (e.g. members of a shared conversation).
+Presence is private to those related to a user: the users audience providers return (other modules
+register them; the messenger's are the members of a shared conversation). They get every change, on
+every socket, once (one envelope per change). ``presence.watch`` answers the current state of related
+users and ``unknown`` for any other id, existing or not, so a stranger cannot learn whether an account
+exists or when it was last seen; it subscribes to nothing, so a relation that ends (leaving a group)
+ends the updates at once.
 """
 
 from __future__ import annotations
@@ -30,10 +33,6 @@ log = get_logger(__name__)
 _HEARTBEAT_BATCH = 500
 
 AudienceProvider = Callable[[uuid.UUID], Awaitable[set[uuid.UUID]]]
-
-
-def topic_for(user_id: uuid.UUID | str) -> str:
-    return f"presence:{user_id}"
 
 
 class PresenceService:
@@ -100,13 +99,17 @@ class PresenceService:
         event = Presence(
             user_id=user_id, status="online" if status == "online" else "offline", last_seen=last_seen
         )
-        await self._ctx.events.push_topic(topic_for(user_id), event)
-        audience: set[uuid.UUID] = set()
-        for provider in self.audience_providers:
-            audience |= await provider(user_id)
+        audience = await self.audience(user_id)
         audience.discard(user_id)
         if audience:
             await self._ctx.events.push(audience, event)
+
+    async def audience(self, user_id: uuid.UUID) -> set[uuid.UUID]:
+        """The users who may see ``user_id``'s presence (the relation is symmetric)."""
+        audience: set[uuid.UUID] = set()
+        for provider in self.audience_providers:
+            audience |= await provider(user_id)
+        return audience
 
     # --- Redis upkeep ----------------------------------------------------------------------------
 
@@ -146,11 +149,11 @@ class PresenceService:
 
     async def watch(self, conn: SocketContext, message: PresenceWatch) -> PresenceState:
         users = list(dict.fromkeys(message.user_ids))
-        states = await self.states(users)
-        for state in states:
-            conn.subscribe(topic_for(state.user_id))
-        return PresenceState(users=states)
+        allowed = await self.audience(conn.user_id) | {conn.user_id}
+        visible = {state.user_id: state for state in await self.states([u for u in users if u in allowed])}
+        return PresenceState(
+            users=[visible.get(u) or UserPresence(user_id=u, status="unknown") for u in users]
+        )
 
     async def unwatch(self, conn: SocketContext, message: PresenceUnwatch) -> None:
-        for user_id in message.user_ids:
-            conn.unsubscribe(topic_for(user_id))
+        """Kept for older clients: ``presence.watch`` no longer subscribes, so there is nothing to undo."""
