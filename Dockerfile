@@ -1,6 +1,10 @@
 FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 \
+# Production by default: the server refuses to start without DATABASE_URL and JWT_SECRET (it never
+# falls back to an embedded database or a generated secret). Apply migrations as a release step:
+#   docker run --rm -e DATABASE_URL=... -e JWT_SECRET=... <image> kintsugi-rt migrate
+ENV ENVIRONMENT=production \
+    PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOST=0.0.0.0 \
     PORT=8080 \

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -78,7 +79,11 @@ def test_bad_value_names_the_variable(name: str, value: str, tmp_path: Path) -> 
 
 @pytest.mark.parametrize("secret", [None, "", "your-super-secret-jwt-key-change-in-production", "short"])
 def test_production_refuses_missing_or_weak_secret(secret: str | None, tmp_path: Path) -> None:
-    env = {"ENVIRONMENT": "production", "KINTSUGI_DATA_DIR": str(tmp_path)}
+    env = {
+        "ENVIRONMENT": "production",
+        "KINTSUGI_DATA_DIR": str(tmp_path),
+        "DATABASE_URL": "postgresql://db.internal/kintsugi",
+    }
     if secret is not None:
         env["JWT_SECRET"] = secret
     with pytest.raises(SettingsError, match="^JWT_SECRET: "):
@@ -89,7 +94,12 @@ def test_production_refuses_missing_or_weak_secret(secret: str | None, tmp_path:
 def test_production_accepts_a_real_secret(tmp_path: Path) -> None:
     secret = "p" * 48
     settings = load_settings(
-        {"ENVIRONMENT": "production", "JWT_SECRET": secret, "KINTSUGI_DATA_DIR": str(tmp_path)}
+        {
+            "ENVIRONMENT": "production",
+            "JWT_SECRET": secret,
+            "KINTSUGI_DATA_DIR": str(tmp_path),
+            "DATABASE_URL": "postgresql://db.internal/kintsugi",
+        }
     )
     assert settings.jwt_secret == secret
     assert settings.json_logs
@@ -145,3 +155,32 @@ def test_schema_command_prints_every_frame() -> None:
     schema = json.loads(result.stdout)
     titles = set(schema["$defs"])
     assert {"Auth", "Ping", "Resume", "PresenceWatch", "Hello", "Error", "Resumed", "Presence"} <= titles
+
+
+def _dockerfile_env() -> dict[str, str]:
+    """The variables the Dockerfile's ENV instructions set (``ENV A=1 \\ B=2`` style)."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            for pair in line[4:].split():
+                name, _, value = pair.partition("=")
+                env[name] = value
+    return env
+
+
+def test_the_image_runs_in_production_and_names_what_is_missing(tmp_path: Path) -> None:
+    """Regression (F23): the image ran in development mode, so it would have started an embedded
+    PostgreSQL, the offline-demo model and a generated JWT secret."""
+    env = {
+        **_dockerfile_env(),
+        "KINTSUGI_DATA_DIR": str(tmp_path),
+        "PATH": os.environ["PATH"],
+    }
+    assert env.get("ENVIRONMENT") == "production", env
+    done = subprocess.run(
+        [sys.executable, "-m", "kintsugi_rt", "serve"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])
+    assert "DATABASE_URL, JWT_SECRET: required in production" in done.stderr, done.stderr[-2000:]
+    assert not (tmp_path / "postgres").exists() and not (tmp_path / "jwt_secret").exists()
