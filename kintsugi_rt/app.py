@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import asyncpg
 import structlog
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -21,7 +24,7 @@ from starlette.routing import BaseRoute, Match, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from kintsugi_rt import errors, metrics, ops
+from kintsugi_rt import errors, metrics, ops, outages
 from kintsugi_rt.auth.service import AuthService
 from kintsugi_rt.clock import Clock, SystemClock
 from kintsugi_rt.context import AppContext, get_context
@@ -41,6 +44,7 @@ from kintsugi_rt.socket.hub import Hub, LocalHub, RedisHub
 from kintsugi_rt.socket.local import LocalConnections
 from kintsugi_rt.socket.protocol import CORE_CLIENT_MESSAGES
 from kintsugi_rt.socket.registry import SocketRegistry
+from kintsugi_rt.socket.transport import TRANSPORT_KEY, find_transport
 
 log = get_logger(__name__)
 
@@ -52,6 +56,21 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return errors.render_api_error(exc)
 
 
+async def _outage(request: Request, exc: Exception) -> Response:
+    """A dependency is down: 503 with Retry-After, one warning line, no traceback."""
+    if not outages.is_outage(exc):
+        raise exc  # not an outage after all (an InterfaceError or OSError of another kind)
+    log.warning("http.unavailable", method=request.method, path=request.url.path, error=repr(exc))
+    seconds = max(1, outages.RETRY_AFTER_MS // 1000)
+    return errors.error_response(
+        503,
+        errors.UNAVAILABLE,
+        "A service we depend on is unavailable; nothing was changed. Retry soon.",
+        headers={"Retry-After": str(seconds)},
+        retry_after_ms=outages.RETRY_AFTER_MS,
+    )
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, errors.BAD_REQUEST)
@@ -61,9 +80,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _open_redis(settings: Settings) -> Redis | None:
     if settings.redis_url is None:
         return None
-    # Wait for a free connection instead of failing when a burst (a disconnect storm) wants more.
+    # Wait for a free connection instead of failing when a burst (a disconnect storm) wants more, but
+    # never longer than REDIS_TIMEOUT, like every command: an outage ends in `unavailable`, not a hang.
+    # (The hub's pub/sub reads block without a timeout on purpose; see socket/hub.py.)
+    timeout = settings.redis_timeout.total_seconds()
     pool = BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=settings.redis_max_connections, timeout=10
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        # One quick retry covers a pooled connection that died with a Redis restart; more would only
+        # stretch an outage's error past the timeout above.
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.25), 1),
     )
     redis = Redis(connection_pool=pool)
     try:
@@ -113,6 +142,7 @@ class _App(Starlette):
 
     async def _socket(self, scope: Scope, receive: Receive, send: Send) -> None:
         _, tokens = bind_request_id(scope)
+        scope[TRANSPORT_KEY] = find_transport(send)
         try:
             # Not through the route's own wrappers either, for the same reason.
             await _websocket(WebSocket(scope, receive=receive, send=send))
@@ -165,8 +195,13 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             hub: Hub = RedisHub(redis, settings.redis_key_prefix) if redis else LocalHub()
             events = Events(hub, db.pool)
             local = LocalConnections(on_signal=events.deliver_signal)
-            await hub.start(local.deliver)
+
+            async def catch_up() -> None:
+                await local.catch_up(db.pool)
+
+            await hub.start(local.deliver, on_resubscribed=catch_up)
             stack.push_async_callback(hub.stop)
+            stack.push_async_callback(events.stop)
             ctx = AppContext(
                 settings=settings,
                 clock=the_clock,
@@ -185,6 +220,10 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             auth = ctx.services["auth"]
             assert isinstance(auth, AuthService)
             ctx.services["gateway"] = Gateway(ctx, registry, local, auth)
+            if settings.is_production and not settings.metrics_token:
+                log.warning(
+                    "metrics.public", fix="set METRICS_TOKEN, or keep /metrics off the public network"
+                )
             trimmer = asyncio.create_task(_trim_streams(ctx), name="stream-trim")
             stack.push_async_callback(_cancel, trimmer)
             log.info(
@@ -218,5 +257,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
                 allow_credentials=False,
             ),
         ],
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            **dict.fromkeys((*outages.OUTAGE_ERRORS, asyncpg.InterfaceError, OSError), _outage),
+        },
     )

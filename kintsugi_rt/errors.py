@@ -17,6 +17,7 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     message: str
     fields: dict[str, str] | None = None
     details: dict[str, Any] | None = None
+    retry_after_ms: int | None = None
 
 
 class ErrorEnvelope(msgspec.Struct):
@@ -53,6 +54,7 @@ def error_response(
     fields: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
     details: Mapping[str, Any] | None = None,
+    retry_after_ms: int | None = None,
 ) -> Response:
     body = ErrorEnvelope(
         ErrorBody(
@@ -60,6 +62,7 @@ def error_response(
             message=message,
             fields=dict(fields) if fields else None,
             details=dict(details) if details else None,
+            retry_after_ms=retry_after_ms,
         )
     )
     return Response(
@@ -84,3 +87,4 @@ NOT_FOUND = "not_found"
 METHOD_NOT_ALLOWED = "method_not_allowed"
 RATE_LIMITED = "rate_limited"
 INTERNAL_ERROR = "internal_error"
+UNAVAILABLE = "unavailable"

@@ -5,6 +5,8 @@ Metrics are process-wide (prometheus_client's default registry), as a scrape see
 
 from __future__ import annotations
 
+import hmac
+
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,19 +19,57 @@ QUEUE_DROPS = Counter(
     "kintsugi_ws_queue_drops_total",
     "Ephemeral frames dropped because a client's outbound queue was half full.",
 )
-CLOSES = Counter("kintsugi_ws_closes_total", "Connections closed, by close code.", ["code"])
+CLOSES = Counter(
+    "kintsugi_ws_closes_total",
+    "Connections closed, by close code (ours, or the client's; codes outside a known set count as 'other').",
+    ["code"],
+)
+ABORTS = Counter(
+    "kintsugi_ws_aborts_total",
+    "TCP connections dropped without a close handshake, by reason: close_timeout (the close frame could "
+    "not be written: a client that stopped reading), close_handshake (no answer to our close), peer_gone.",
+    ["reason"],
+)
 HUB_LATENCY = Histogram(
     "kintsugi_hub_delivery_seconds",
     "Time from hub publish to hand-off to a local connection's queue.",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 HUB_PUBLISHED = Counter("kintsugi_hub_published_total", "Envelopes published to the hub, by kind.", ["kind"])
+HUB_PUBLISH_FAILURES = Counter(
+    "kintsugi_hub_publish_failures_total", "Publish attempts the hub refused (Redis down or timing out)."
+)
+HUB_DEFERRED = Counter(
+    "kintsugi_hub_deferred_total",
+    "Durable events, closes and signals kept for republishing because the hub was down.",
+)
+HUB_DROPPED = Counter(
+    "kintsugi_hub_dropped_total",
+    "Envelopes given up while the hub was down (ephemeral ones, or the oldest deferred beyond the cap), "
+    "by kind.",
+    ["kind"],
+)
+HUB_RESYNCS = Counter(
+    "kintsugi_hub_resyncs_total",
+    "Times this node re-subscribed to the hub after losing it and checked its sockets' streams for gaps.",
+)
 STREAM_GAP_FILLS = Counter(
     "kintsugi_stream_gap_fills_total", "Durable events read back from PostgreSQL to fill a connection's gap."
 )
 
 
 async def metrics(request: Request) -> Response:
+    """The Prometheus exposition; with METRICS_TOKEN set, only for ``Authorization: Bearer <token>``."""
+    token: str | None = request.app.state.ctx.settings.metrics_token
+    if token:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            return Response(
+                "metrics need 'Authorization: Bearer <METRICS_TOKEN>'\n",
+                status_code=401,
+                media_type="text/plain",
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

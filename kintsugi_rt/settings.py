@@ -831,11 +831,27 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         except ValueError as exc:
             raise SettingsError(f"{var.name}: {exc}") from None
     settings = Settings(**values)
+    if settings.is_production:
+        _require_production_settings(settings)
     if settings.database_pool_min > settings.database_pool_max:
         raise SettingsError("DATABASE_POOL_MIN: must not exceed DATABASE_POOL_MAX")
     if settings.openai_api_key and settings.chat_default_model not in {m.id for m in settings.chat_models}:
         raise SettingsError("CHAT_DEFAULT_MODEL: must be one of the CHAT_MODELS ids")
     return settings.replace(jwt_secret=_resolve_jwt_secret(settings))
+
+
+def _require_production_settings(settings: Settings) -> None:
+    """Production never falls back to development's embedded database or generated secret."""
+    missing = []
+    if settings.database_url is None:
+        missing.append("DATABASE_URL")
+    if settings.jwt_secret in KNOWN_PLACEHOLDER_SECRETS:
+        missing.append("JWT_SECRET")
+    if missing:
+        raise SettingsError(
+            f"{', '.join(missing)}: required in production (the embedded database and the generated "
+            "secret are for development; set ENVIRONMENT=development to use them)"
+        )
 
 
 def _resolve_jwt_secret(settings: Settings) -> str:

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from kintsugi_rt import errors
 from kintsugi_rt.errors import ApiError
+from kintsugi_rt.inputs import find_unstorable
 
 T = TypeVar("T")
 
@@ -48,14 +49,19 @@ def decode_json(body: bytes, type_: type[T]) -> T:
     if not body.strip():
         raise ApiError(400, errors.BAD_REQUEST, "Request body must be a JSON object.")
     try:
-        return msgspec.json.decode(body, type=type_)
+        decoded = msgspec.json.decode(body, type=type_)
     except msgspec.ValidationError as exc:
         field, message = describe_validation_error(exc)
         raise ApiError(
             422, errors.VALIDATION_FAILED, "Request body is not valid.", fields={field: message}
         ) from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         raise ApiError(400, errors.BAD_REQUEST, "Request body is not valid JSON.") from None
+    problem = find_unstorable(decoded)
+    if problem is not None:
+        field, message = problem
+        raise ApiError(422, errors.VALIDATION_FAILED, "Request body is not valid.", fields={field: message})
+    return decoded
 
 
 def describe_validation_error(exc: msgspec.ValidationError) -> tuple[str, str]:

@@ -1,8 +1,13 @@
-"""The connection pool, over ``DATABASE_URL`` or an embedded PostgreSQL."""
+"""The connection pool, over ``DATABASE_URL`` or an embedded PostgreSQL.
+
+Every wait on the database is bounded (``DATABASE_*_TIMEOUT``), so a request stuck behind an outage
+ends with ``unavailable`` in seconds instead of hanging the socket whose frames queue behind it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -13,6 +18,40 @@ from kintsugi_rt.settings import Settings
 log = get_logger(__name__)
 
 EMBEDDED_DATABASE_NAME = "kintsugi"
+
+
+class BoundedPool(asyncpg.Pool):  # type: ignore[misc]
+    """asyncpg's pool whose every acquire waits at most ``acquire_timeout`` (connecting included).
+
+    asyncpg only bounds an acquire when the caller passes ``timeout=``, and its own shortcuts
+    (``pool.fetch``, ``pool.execute``…) never do; overriding ``acquire`` covers them all.
+    """
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+
+async def open_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
+    pool = BoundedPool(
+        dsn,
+        acquire_timeout=settings.database_acquire_timeout.total_seconds(),
+        min_size=settings.database_pool_min,
+        max_size=settings.database_pool_max,
+        max_queries=50_000,
+        max_inactive_connection_lifetime=300.0,
+        loop=None,
+        connection_class=asyncpg.Connection,
+        record_class=asyncpg.Record,
+        # Passed on to asyncpg.connect for every connection the pool opens.
+        timeout=settings.database_connect_timeout.total_seconds(),
+        command_timeout=settings.database_statement_timeout.total_seconds(),
+    )
+    await pool
+    return pool
 
 
 @dataclass(slots=True)
@@ -30,12 +69,7 @@ class Database:
             await embedded.start()
             dsn = await embedded.ensure_database(EMBEDDED_DATABASE_NAME)
         try:
-            pool = await asyncpg.create_pool(
-                dsn,
-                min_size=settings.database_pool_min,
-                max_size=settings.database_pool_max,
-                command_timeout=30,
-            )
+            pool = await open_pool(dsn, settings)
         except BaseException:
             if embedded is not None:
                 await embedded.stop()

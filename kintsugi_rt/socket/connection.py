@@ -3,6 +3,10 @@
 Everything sent to a client goes through the queue and is written by one task, so a slow client
 only ever blocks its own writer. Durable events are checked against the last position delivered:
 duplicates are skipped, and a gap is filled from PostgreSQL before the event that revealed it.
+
+A connection that cannot go on is closed within seconds, never left open and silent: the writer
+closes it when it fails (1013 when the database is down, 1011 otherwise), and when the close frame
+itself cannot be written in time (a peer that stopped reading) the TCP connection is dropped.
 """
 
 from __future__ import annotations
@@ -15,21 +19,27 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from starlette.websockets import WebSocket
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from kintsugi_rt import metrics
+from kintsugi_rt import metrics, outages
 from kintsugi_rt.logs import get_logger
 from kintsugi_rt.socket import streams
 from kintsugi_rt.socket.codec import Format, encode_json, json_to_msgpack, with_position
 from kintsugi_rt.socket.protocol import (
+    CLOSE_INTERNAL_ERROR,
     CLOSE_SLOW_CONSUMER,
+    CLOSE_TRY_AGAIN_LATER,
+    INTERNAL_ERROR,
     SLOW_CONSUMER,
+    UNAVAILABLE,
     Error,
     Resume,
     Resumed,
     ResyncRequired,
     ServerMessage,
+    close_label,
 )
+from kintsugi_rt.socket.transport import TRANSPORT_KEY
 
 if TYPE_CHECKING:
     from kintsugi_rt.context import AppContext
@@ -37,6 +47,11 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 _msgpack_encoder = msgspec.msgpack.Encoder()
+
+# How long writing the close (and the error before it) may take before the TCP connection is dropped.
+CLOSE_WRITE_SECONDS = 2.0
+# How long the peer has to answer our close frame before the TCP connection is dropped.
+CLOSE_HANDSHAKE_SECONDS = 5.0
 
 
 @dataclass(slots=True)
@@ -65,9 +80,18 @@ class _Close:
     size: int = 0
 
 
-_Item = _Frame | _Durable | _ResumeRequest | _Close
+@dataclass(slots=True)
+class _CatchUp:
+    """Fill any gap up to ``upto`` (events the hub lost while this node was cut off from it)."""
+
+    upto: int
+    size: int = 0
+
+
+_Item = _Frame | _Durable | _ResumeRequest | _Close | _CatchUp
 
 _NO_TOPICS: frozenset[str] = frozenset()
+_CONNECTED = WebSocketState.CONNECTED
 
 
 class Connection:
@@ -78,6 +102,7 @@ class Connection:
     """
 
     __slots__ = (
+        "_abort_timer",
         "_held",
         "_limit",
         "_max_replay",
@@ -133,6 +158,7 @@ class Connection:
         self.expiry: asyncio.TimerHandle | None = None  # set by the gateway: the token's end
         self.grace: asyncio.TimerHandle | None = None  # set by the gateway: the resume grace's end
         self._writer: asyncio.Task[None] | None = None  # only while there is something to write
+        self._abort_timer: asyncio.TimerHandle | None = None  # only once a close frame was sent
 
     # --- SocketContext ---------------------------------------------------------------------
 
@@ -196,6 +222,15 @@ class Connection:
         else:
             self._put(item)
 
+    def catch_up(self, upto: int) -> None:
+        """Make sure every durable event up to ``upto`` (committed) reaches this client."""
+        if self.closing or upto <= self.delivered:
+            return
+        if self._held is not None:
+            self._held.append(_CatchUp(upto))
+        else:
+            self._put(_CatchUp(upto))
+
     def request_resume(self, message: Resume) -> None:
         self._put(_ResumeRequest(message))
         self.sync()
@@ -257,6 +292,10 @@ class Connection:
             self._writer = asyncio.create_task(self._drain())
 
     async def stop(self) -> None:
+        """The socket is gone: stop writing."""
+        if self._abort_timer is not None:
+            self._abort_timer.cancel()
+            self._abort_timer = None
         task = self._writer
         if task is not None and not task.done():
             task.cancel()
@@ -274,6 +313,9 @@ class Connection:
                     await self._write_durable(item.pos, item.body)
                 elif isinstance(item, _ResumeRequest):
                     await self._resume(item.message)
+                elif isinstance(item, _CatchUp):
+                    if item.upto > self.delivered:
+                        await self._fill_gap(item.upto)
                 else:
                     await self._close_now(item.code, item.error)
                     return
@@ -283,9 +325,35 @@ class Connection:
                 self._writer = None
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the peer went away mid-write, or the database failed
+        except Exception as exc:
+            await self._failed(exc)
+
+    async def _failed(self, exc: Exception) -> None:
+        """The writer cannot go on. Whatever the cause, the socket is closed now, never left silent."""
+        self.closing = True
+        self._queue = None
+        self._held = None
+        self._queued_bytes = 0
+        if isinstance(exc, WebSocketDisconnect) or self.websocket.application_state is not _CONNECTED:
+            # The peer went away mid-write; the reader sees the disconnect. Drop the transport in case
+            # the server has not noticed yet.
             log.info("ws.writer_stopped", conn_id=self.conn_id, error=repr(exc))
-            self.closing = True  # nothing more can be written; the reader sees the disconnect
+            self.abort("peer_gone")
+            return
+        if outages.is_outage(exc):
+            log.warning("ws.writer_unavailable", conn_id=self.conn_id, error=repr(exc))
+            error = Error(
+                code=UNAVAILABLE,
+                message="The server cannot reach its database; reconnect in a moment and resume.",
+                retry_after_ms=outages.RETRY_AFTER_MS,
+            )
+            await self._close_now(CLOSE_TRY_AGAIN_LATER, error)
+        else:
+            log.error("ws.writer_failed", conn_id=self.conn_id, exc_info=exc)
+            error = Error(
+                code=INTERNAL_ERROR, message="Something went wrong on our side; reconnect and resume."
+            )
+            await self._close_now(CLOSE_INTERNAL_ERROR, error)
 
     async def _write(self, data: bytes, kind: str) -> None:
         if self.fmt is Format.JSON:
@@ -353,10 +421,31 @@ class Connection:
         )
 
     async def _close_now(self, code: int, error: Error | None) -> None:
+        """Write ``error`` and the close frame; if that cannot happen in time, drop the connection."""
         try:
-            if error is not None:
-                await asyncio.wait_for(self._write(self.encode(error), "frame"), timeout=1)
-            await asyncio.wait_for(self.websocket.close(code), timeout=1)
+            async with asyncio.timeout(CLOSE_WRITE_SECONDS):
+                if error is not None:
+                    await self._write(self.encode(error), "frame")
+                await self.websocket.close(code)
         except Exception as exc:
-            log.info("ws.close_failed", conn_id=self.conn_id, error=repr(exc))
-        metrics.CLOSES.labels(str(code)).inc()
+            log.info("ws.close_failed", conn_id=self.conn_id, code=code, error=repr(exc))
+            metrics.CLOSES.labels(close_label(code)).inc()
+            self.abort("close_timeout" if isinstance(exc, TimeoutError) else "peer_gone")
+            return
+        metrics.CLOSES.labels(close_label(code)).inc()
+        # The peer should answer our close frame; one that does not (it stopped reading) is cut off.
+        self._abort_timer = asyncio.get_running_loop().call_later(
+            CLOSE_HANDSHAKE_SECONDS, self.abort, "close_handshake"
+        )
+
+    def abort(self, reason: str) -> None:
+        """Drop the TCP connection at once (no close frame). The reader then sees the disconnect."""
+        self._abort_timer = None
+        self.closing = True
+        transport = self.websocket.scope.get(TRANSPORT_KEY)
+        if transport is None:
+            log.warning("ws.abort_unsupported", conn_id=self.conn_id, reason=reason)
+            return
+        log.info("ws.aborted", conn_id=self.conn_id, reason=reason)
+        metrics.ABORTS.labels(reason).inc()
+        transport.abort()

@@ -17,11 +17,12 @@ import msgspec
 from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocket
 
-from kintsugi_rt import metrics
+from kintsugi_rt import metrics, outages
 from kintsugi_rt.auth.routes import bearer_token
 from kintsugi_rt.auth.service import AuthService, Principal
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.errors import ApiError
+from kintsugi_rt.inputs import find_unstorable
 from kintsugi_rt.logs import get_logger
 from kintsugi_rt.socket import protocol, streams
 from kintsugi_rt.socket.codec import Format, encode_json
@@ -35,6 +36,7 @@ from kintsugi_rt.socket.protocol import (
     Ping,
     Pong,
     Resume,
+    close_label,
 )
 from kintsugi_rt.socket.registry import SocketError, SocketRegistry, message_type
 from kintsugi_rt.web import describe_validation_error
@@ -52,6 +54,18 @@ class _IdPeek(msgspec.Struct):
 # recursion limit, and invalid UTF-8 inside a MessagePack string.
 _UNDECODABLE = (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError)
 _MAX_REASON = 200
+_REJECT_SECONDS = 2.0
+
+
+class _Refused(Exception):
+    """The connection is refused (after accept) with this close code and error."""
+
+    def __init__(self, close_code: int, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.close_code = close_code
+        self.error_code = error_code
+        self.message = message
+
 
 _peek_json = msgspec.json.Decoder(_IdPeek)
 _peek_msgpack = msgspec.msgpack.Decoder(_IdPeek)
@@ -93,6 +107,10 @@ class _FrameBudget:
             return True
         self.strikes += 1
         return False
+
+    def retry_after_ms(self) -> int:
+        """When the next frame will be allowed."""
+        return max(1, int((1 - self._tokens) / self._rate * 1000) + 1)
 
 
 class Gateway:
@@ -165,10 +183,33 @@ class Gateway:
 
         try:
             principal = await self.auth.authenticate(token)
+            return await self._connect(websocket, fmt, principal, auth_request_id)
         except ApiError as exc:
             await self._reject(websocket, fmt, protocol.CLOSE_UNAUTHORIZED, exc.message, exc.code)
-            return None
-        return await self._connect(websocket, fmt, principal, auth_request_id)
+        except _Refused as refused:
+            await self._reject(websocket, fmt, refused.close_code, refused.message, refused.error_code)
+        except Exception as exc:
+            # Nothing is registered yet (``_connect`` adds the connection last), so refusing is enough.
+            if outages.is_outage(exc):
+                log.warning("ws.connect_unavailable", error=repr(exc))
+                await self._reject(
+                    websocket,
+                    fmt,
+                    protocol.CLOSE_TRY_AGAIN_LATER,
+                    "The server cannot reach its database; try again in a moment.",
+                    protocol.UNAVAILABLE,
+                    retry_after_ms=outages.RETRY_AFTER_MS,
+                )
+            else:
+                log.exception("ws.connect_failed")
+                await self._reject(
+                    websocket,
+                    fmt,
+                    protocol.CLOSE_INTERNAL_ERROR,
+                    "Something went wrong on our side.",
+                    protocol.INTERNAL_ERROR,
+                )
+        return None
 
     async def _reject(
         self,
@@ -177,18 +218,20 @@ class Gateway:
         code: int,
         message: str,
         error_code: str = protocol.UNAUTHORIZED,
+        retry_after_ms: int | None = None,
     ) -> None:
-        error = Error(code=error_code, message=message)
+        error = Error(code=error_code, message=message, retry_after_ms=retry_after_ms)
         data = encode_json(error) if fmt is Format.JSON else _msgpack_encoder.encode(error)
         try:
-            if fmt is Format.JSON:
-                await websocket.send_text(data.decode())
-            else:
-                await websocket.send_bytes(data)
-            await websocket.close(code)
+            async with asyncio.timeout(_REJECT_SECONDS):
+                if fmt is Format.JSON:
+                    await websocket.send_text(data.decode())
+                else:
+                    await websocket.send_bytes(data)
+                await websocket.close(code)
         except Exception as exc:
             log.info("ws.reject_failed", error=repr(exc))
-        metrics.CLOSES.labels(str(code)).inc()
+        metrics.CLOSES.labels(close_label(code)).inc()
 
     def _decode_quietly(self, message: MutableMapping[str, Any]) -> ClientMessage | None:
         try:
@@ -210,6 +253,14 @@ class Gateway:
         self, websocket: WebSocket, fmt: Format, principal: Principal, auth_request_id: str | None
     ) -> Connection:
         settings = self.app.settings
+        if len(self.local.by_user.get(str(principal.user.id), ())) >= settings.ws_max_sockets_per_user:
+            log.info("ws.too_many_connections", user_id=str(principal.user.id))
+            raise _Refused(
+                protocol.CLOSE_TOO_MANY_CONNECTIONS,
+                protocol.TOO_MANY_CONNECTIONS,
+                f"You have {settings.ws_max_sockets_per_user} connections open already; "
+                "close one (another tab or device) first.",
+            )
         head = await streams.head(self.app.db.pool, principal.user.id)
         conn = Connection(
             websocket, self.app, fmt, principal.user.id, principal.session_id, head, self.local.topic_changed
@@ -243,10 +294,12 @@ class Gateway:
     async def _run_hook(self, hook: Any, conn: Connection) -> None:
         try:
             await hook(conn)
-        except Exception:
-            log.exception(
-                "ws.hook_failed", hook=getattr(hook, "__qualname__", repr(hook)), conn_id=conn.conn_id
-            )
+        except Exception as exc:
+            name = getattr(hook, "__qualname__", repr(hook))
+            if outages.is_outage(exc):
+                log.warning("ws.hook_unavailable", hook=name, conn_id=conn.conn_id, error=repr(exc))
+            else:
+                log.exception("ws.hook_failed", hook=name, conn_id=conn.conn_id)
 
     def _arm_expiry(self, conn: Connection, expires_at: datetime) -> None:
         """A timer (not a task: cheaper per idle socket) that closes the socket when the token expires."""
@@ -273,28 +326,46 @@ class Gateway:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
-                metrics.CLOSES.labels(str(message.get("code", 1005))).inc()
+                metrics.CLOSES.labels(close_label(message.get("code", protocol.CLOSE_NO_STATUS))).inc()
                 return
             if conn.closing:
                 continue
             if not budget.take():
-                if budget.strikes > rule.limit:
-                    conn.close(
-                        protocol.CLOSE_RATE_LIMITED,
-                        Error(code=protocol.RATE_LIMITED, message="Too many frames; closing."),
-                    )
-                else:
-                    conn.send_control(
-                        conn.encode(Error(code=protocol.RATE_LIMITED, message="Too many frames; slow down."))
-                    )
+                self._refuse_flood(conn, message, budget, rule.limit)
                 continue
             await self._handle(conn, message)
+
+    @staticmethod
+    def _refuse_flood(
+        conn: Connection, message: MutableMapping[str, Any], budget: _FrameBudget, limit: int
+    ) -> None:
+        """A frame over the rate limit gets its one reply (``rate_limited`` with its id), unhandled."""
+        wait = budget.retry_after_ms()
+        if budget.strikes > limit:
+            conn.close(
+                protocol.CLOSE_RATE_LIMITED,
+                Error(code=protocol.RATE_LIMITED, message="Too many frames; closing.", retry_after_ms=wait),
+            )
+            return
+        binary = message.get("text") is None
+        raw = message.get("bytes") if binary else message.get("text")
+        conn.send_control(
+            conn.encode(
+                Error(
+                    code=protocol.RATE_LIMITED,
+                    message="Too many frames; slow down.",
+                    id=_peek_id(raw or b"", binary),
+                    retry_after_ms=wait,
+                )
+            )
+        )
 
     async def _handle(self, conn: Connection, message: MutableMapping[str, Any]) -> None:
         binary = message.get("text") is None
         try:
             frame = self._decode(message)
         except msgspec.ValidationError as exc:
+            conn.sync()  # any frame but ``resume`` ends the resume grace, even a bad one
             field, reason = describe_validation_error(exc)
             reason = reason if len(reason) <= _MAX_REASON else reason[: _MAX_REASON - 1] + "…"
             raw = message.get("bytes") if binary else message.get("text")
@@ -304,21 +375,29 @@ class Gateway:
             )
             return
         except _UNDECODABLE:
+            conn.sync()
             metrics.FRAMES_IN.labels("invalid").inc()
             kind = "MessagePack" if binary else "JSON"
             self._reply_error(conn, None, protocol.BAD_REQUEST, f"The frame is not valid {kind}.", None)
             return
-
+        if isinstance(frame, Resume):
+            metrics.FRAMES_IN.labels("resume").inc()
+            conn.request_resume(frame)
+            return
+        # Any other frame ends the resume grace: held durable events go out before its reply.
+        conn.sync()
         name = message_type(type(frame))
         metrics.FRAMES_IN.labels(name).inc()
+        problem = find_unstorable(frame)
+        if problem is not None:
+            field, reason = problem
+            self._reply_error(conn, frame.id, protocol.BAD_REQUEST, reason, {"field": field})
+            return
         if isinstance(frame, Ping):
             conn.send_control(conn.encode(Pong(id=frame.id)))
-        elif isinstance(frame, Resume):
-            conn.request_resume(frame)
         elif isinstance(frame, Auth):
             await self._renew(conn, frame)
         else:
-            conn.sync()
             await self._dispatch(conn, name, frame)
 
     async def _renew(self, conn: Connection, frame: Auth) -> None:
@@ -326,6 +405,9 @@ class Gateway:
             principal = await self.auth.authenticate(frame.token)
         except ApiError as exc:
             self._reply_error(conn, frame.id, exc.code, exc.message, None)
+            return
+        except Exception as exc:
+            self._reply_failure(conn, "auth", frame.id, exc)
             return
         if principal.user.id != conn.user_id:
             self._reply_error(conn, frame.id, protocol.FORBIDDEN, "That token belongs to another user.", None)
@@ -344,11 +426,8 @@ class Gateway:
         except SocketError as exc:
             self._reply_error(conn, frame.id, exc.code, exc.message, exc.details)
             return
-        except Exception:
-            log.exception("ws.handler_failed", type=name, conn_id=conn.conn_id)
-            self._reply_error(
-                conn, frame.id, protocol.INTERNAL_ERROR, "Something went wrong on our side.", None
-            )
+        except Exception as exc:
+            self._reply_failure(conn, name, frame.id, exc)
             return
         if frame.id is not None:
             conn.send_control(conn.encode(self._ok(frame.id, result)))
@@ -357,6 +436,26 @@ class Gateway:
     def _ok(request_id: str, result: Any) -> dict[str, Any]:
         fields = msgspec.to_builtins(result) if result is not None else {}
         return {"type": "ok", "id": request_id, **fields}
+
+    @classmethod
+    def _reply_failure(cls, conn: Connection, name: str, request_id: str | None, exc: Exception) -> None:
+        """A handler failed: ``unavailable`` (retryable, one warning line) when a dependency is down,
+        ``internal_error`` (logged with its traceback) otherwise."""
+        if outages.is_outage(exc):
+            log.warning("ws.handler_unavailable", type=name, conn_id=conn.conn_id, error=repr(exc))
+            conn.send_control(
+                conn.encode(
+                    Error(
+                        code=protocol.UNAVAILABLE,
+                        message="A service we depend on is unavailable; nothing was changed. Retry soon.",
+                        id=request_id,
+                        retry_after_ms=outages.RETRY_AFTER_MS,
+                    )
+                )
+            )
+            return
+        log.error("ws.handler_failed", type=name, conn_id=conn.conn_id, exc_info=exc)
+        cls._reply_error(conn, request_id, protocol.INTERNAL_ERROR, "Something went wrong on our side.", None)
 
     @staticmethod
     def _reply_error(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import msgspec
@@ -41,10 +41,12 @@ class Envelope(msgspec.Struct, array_like=True, omit_defaults=True):
 
 
 Deliver = Callable[[Envelope], None]
+# Called after the hub was lost and is back: whatever was published meanwhile never arrived here.
+Resubscribed = Callable[[], Awaitable[None]]
 
 
 class Hub(Protocol):
-    async def start(self, deliver: Deliver) -> None: ...
+    async def start(self, deliver: Deliver, on_resubscribed: Resubscribed | None = None) -> None: ...
 
     async def publish(self, envelope: Envelope) -> None: ...
 
@@ -57,8 +59,8 @@ class LocalHub:
     def __init__(self) -> None:
         self._deliver: Deliver | None = None
 
-    async def start(self, deliver: Deliver) -> None:
-        self._deliver = deliver
+    async def start(self, deliver: Deliver, on_resubscribed: Resubscribed | None = None) -> None:
+        self._deliver = deliver  # never lost, so never resubscribed
 
     async def publish(self, envelope: Envelope) -> None:
         envelope.published_at = time.time()
@@ -85,19 +87,23 @@ class RedisHub:
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
-    async def start(self, deliver: Deliver) -> None:
-        self._task = asyncio.create_task(self._listen(deliver), name="hub-listener")
+    async def start(self, deliver: Deliver, on_resubscribed: Resubscribed | None = None) -> None:
+        self._task = asyncio.create_task(self._listen(deliver, on_resubscribed), name="hub-listener")
         await asyncio.wait_for(self._ready.wait(), timeout=10)
 
     async def publish(self, envelope: Envelope) -> None:
         envelope.published_at = time.time()
         await self._redis.publish(self._channel, _encoder.encode(envelope))
 
-    async def _listen(self, deliver: Deliver) -> None:
+    async def _listen(self, deliver: Deliver, on_resubscribed: Resubscribed | None) -> None:
         while True:
             pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._channel)
+                if self._ready.is_set():
+                    log.info("hub.redis_back")
+                    if on_resubscribed is not None:
+                        await self._resync(on_resubscribed)
                 self._ready.set()
                 async for message in pubsub.listen():
                     try:
@@ -109,13 +115,20 @@ class RedisHub:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                # Pub/sub does not replay what was sent while we were away; durable events are
-                # recovered from their streams by each connection's gap check (docs/delivery.md).
+                # Pub/sub does not replay what was sent while we were away; once back, every local
+                # connection checks its stream for what it missed (docs/delivery.md).
                 log.warning("hub.redis_lost", error=repr(exc))
                 await asyncio.sleep(0.5)
             finally:
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    @staticmethod
+    async def _resync(on_resubscribed: Resubscribed) -> None:
+        try:
+            await on_resubscribed()
+        except Exception as exc:  # the next event of each user still reveals any gap
+            log.warning("hub.resync_failed", error=repr(exc))
 
     async def stop(self) -> None:
         if self._task is not None:

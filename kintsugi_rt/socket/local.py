@@ -9,7 +9,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
+import asyncpg
+
 from kintsugi_rt import metrics
+from kintsugi_rt.socket import streams
 from kintsugi_rt.socket.codec import Format, json_to_msgpack
 from kintsugi_rt.socket.connection import Connection
 from kintsugi_rt.socket.hub import CLOSE, SIGNAL, Envelope
@@ -110,3 +113,15 @@ class LocalConnections:
         error = Error(code=envelope.error_code, message="This login has ended; log in again.")
         for conn in targets:
             conn.close(envelope.close_code, error)
+
+    async def catch_up(self, pool: asyncpg.Pool) -> None:
+        """After the hub was lost: every socket gets what its stream holds beyond what it was sent."""
+        metrics.HUB_RESYNCS.inc()
+        users = {conn.user_id for conn in self.by_id.values()}
+        if not users:
+            return
+        positions = await streams.heads(pool, list(users))
+        for conn in list(self.by_id.values()):
+            head = positions.get(conn.user_id)
+            if head is not None:
+                conn.catch_up(head)

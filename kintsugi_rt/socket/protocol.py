@@ -13,6 +13,9 @@ from typing import Annotated, Any
 import msgspec
 
 RequestId = Annotated[str, msgspec.Meta(max_length=64)]
+# What PostgreSQL's bigint holds: every integer a client sends is bounded by it (or tighter).
+Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+Position = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 
 SUBPROTOCOL_MSGPACK = "kintsugi.msgpack"
 SUBPROTOCOL_JSON = "kintsugi.json"
@@ -44,8 +47,8 @@ class Ping(ClientMessage, tag="ping"):
 class Resume(ClientMessage, tag="resume"):
     """Replay every durable event after ``pos`` of stream ``epoch`` (both from ``hello`` or events)."""
 
-    epoch: str
-    pos: Annotated[int, msgspec.Meta(ge=0)]
+    epoch: Annotated[str, msgspec.Meta(max_length=64)]
+    pos: Position
 
 
 CORE_CLIENT_MESSAGES: tuple[type[ClientMessage], ...] = (Auth, Ping, Resume)
@@ -80,6 +83,7 @@ class Error(ServerMessage, tag="error"):
     message: str
     id: str | None = None
     details: dict[str, Any] | None = None
+    retry_after_ms: int | None = None  # on retryable errors (unavailable, rate_limited): when to retry
 
 
 class Pong(ServerMessage, tag="pong"):
@@ -116,37 +120,68 @@ RATE_LIMITED = "rate_limited"
 NOT_FOUND = "not_found"
 FORBIDDEN = "forbidden"
 INTERNAL_ERROR = "internal_error"
+UNAVAILABLE = "unavailable"
 SLOW_CONSUMER = "slow_consumer"
+TOO_MANY_CONNECTIONS = "too_many_connections"
 
 ERROR_CODES: dict[str, str] = {
-    BAD_REQUEST: "The frame is malformed: not JSON/MessagePack, unknown type, or a missing or "
-    "ill-typed field (``details.field`` names it). The connection stays open.",
+    BAD_REQUEST: "The frame is malformed: not JSON/MessagePack, unknown type, a missing or ill-typed "
+    "field, a value out of range, or a string with a NUL character (``details.field`` names it). "
+    "The connection stays open.",
     UNAUTHORIZED: "The token is missing or not valid (also sent just before close 4401).",
     TOKEN_EXPIRED: "The access token expired without renewal; the server closes with 4401 next.",
     SESSION_REVOKED: "The login was ended (logout or logout-all); the server closes with 4401 next.",
-    RATE_LIMITED: "Too many frames; slow down. Persisting closes the connection with 4429.",
+    RATE_LIMITED: "Too many frames; the frame was not handled. Retry after ``retry_after_ms``; "
+    "persisting closes the connection with 4429.",
     NOT_FOUND: "The resource does not exist or is not yours; never says which.",
     FORBIDDEN: "The request is understood but not allowed (e.g. renewing with another user's token).",
     INTERNAL_ERROR: "Something failed on our side; it is logged with the connection id.",
+    UNAVAILABLE: "A dependency (database, Redis) is down or overloaded and nothing was changed; retry "
+    "after ``retry_after_ms``. Also sent just before close 1013.",
     SLOW_CONSUMER: "The connection could not keep up with durable events; it is closed with 4008. Resume.",
+    TOO_MANY_CONNECTIONS: "The user already has WS_MAX_SOCKETS_PER_USER sockets on this node; sent just "
+    "before close 4409.",
 }
 
 # --- close codes -------------------------------------------------------------------------------
 
 CLOSE_NORMAL = 1000
-CLOSE_SERVICE_RESTART = 1012
+CLOSE_GOING_AWAY = 1001
+CLOSE_NO_STATUS = 1005
+CLOSE_ABNORMAL = 1006
+CLOSE_INVALID_DATA = 1007
 CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_SERVICE_RESTART = 1012
+CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_SLOW_CONSUMER = 4008
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_AUTH_TIMEOUT = 4408
+CLOSE_TOO_MANY_CONNECTIONS = 4409
 CLOSE_RATE_LIMITED = 4429
 
 CLOSE_CODES: dict[int, str] = {
     CLOSE_NORMAL: "Normal close.",
-    CLOSE_SERVICE_RESTART: "The server is shutting down; reconnect (to another node) and resume.",
+    CLOSE_ABNORMAL: "(Never sent; what a client sees when the connection drops without a close frame, "
+    "e.g. a node was killed, or a client that stopped reading was cut off.) Reconnect with backoff, "
+    "then resume.",
+    CLOSE_INVALID_DATA: "A text frame was not valid UTF-8.",
     CLOSE_TOO_BIG: "A frame was larger than the limit (WS_MAX_FRAME_BYTES, 256 KiB by default).",
+    CLOSE_INTERNAL_ERROR: "The connection failed on our side (logged); reconnect and resume.",
+    CLOSE_SERVICE_RESTART: "The server is shutting down; reconnect (to another node) and resume.",
+    CLOSE_TRY_AGAIN_LATER: "A dependency (database) is down: the connection could not be opened or go on. "
+    "Reconnect with backoff (an ``unavailable`` error with ``retry_after_ms`` comes first) and resume.",
     CLOSE_SLOW_CONSUMER: "The outbound queue overflowed with durable events; reconnect and resume.",
     CLOSE_UNAUTHORIZED: "No valid token, the token expired unrenewed, or the login was ended.",
     CLOSE_AUTH_TIMEOUT: "No auth frame within 10 s of connecting.",
+    CLOSE_TOO_MANY_CONNECTIONS: "The user has WS_MAX_SOCKETS_PER_USER (32) sockets open on this node "
+    "already; this one was refused. Do not reconnect automatically: close another tab or device first.",
     CLOSE_RATE_LIMITED: "The client kept flooding frames after rate_limited errors.",
 }
+
+
+def close_label(code: int) -> str:
+    """A metric label for a close code: one of a fixed set, whatever a client sends."""
+    if code in CLOSE_CODES or 1000 <= code <= 1015:
+        return str(code)
+    return "other"

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Union
 
 import msgspec
 
+from kintsugi_rt.inputs import unbounded_ints
 from kintsugi_rt.socket.protocol import ClientMessage, ServerMessage
 
 if TYPE_CHECKING:
@@ -125,6 +126,14 @@ class SocketRegistry:
             *core_messages,
             *(h.message for h in self.handlers.values()),
         )
+        for cls in self.client_types:
+            # A huge number must be refused by the decoder, naming its field, not by PostgreSQL.
+            unbounded = unbounded_ints(cls)
+            if unbounded:
+                raise ValueError(
+                    f"{message_type(cls)}: integer fields {unbounded} need bounds within bigint "
+                    "(msgspec.Meta(ge=..., le=...))"
+                )
         union: Any = Union[self.client_types]  # noqa: UP007 - a runtime union of classes
         self.json_decoder = msgspec.json.Decoder(union)
         self.msgpack_decoder = msgspec.msgpack.Decoder(union)

@@ -98,6 +98,15 @@ reply, `ok` (the result's fields beside `type` and `id`) or `error` (`resume` an
 or `resync_required` instead). Frames the server pushes on its own carry no `id`. Unknown fields are
 ignored. Durable events carry `pos`, their position in the user's stream; see `docs/delivery.md`.
 
+Every request frame with an `id` gets exactly one reply carrying that `id`, whatever happens to it:
+refused by the rate limit (`rate_limited`), malformed (`bad_request`), failed because the database or
+Redis is down (`unavailable`, nothing changed), or handled. Retryable errors carry `retry_after_ms`.
+A request whose change was committed is always answered `ok`, even when delivering its events to
+other sockets has to wait for Redis to come back.
+
+Every string must be free of NUL characters, every integer within its field's bounds (at most
+PostgreSQL's bigint), every date between years 0001 and 9999: otherwise `bad_request` names the field.
+
 ## Connecting
 
 - `wscat -c "ws://localhost:8080/ws?token=<access token>"`, or an `Authorization: Bearer` header,
@@ -105,10 +114,17 @@ ignored. Durable events carry `pos`, their position in the user's stream; see `d
 - The server answers `hello` with the connection id, the stream's `epoch` and `pos`, and the
   token's expiry. Renew before `expires_at` by sending `auth` with a fresh token.
 - To catch up after a reconnect, send `resume` with the `epoch` and the last `pos` you processed as
-  the first frame. Durable events are held for `resume_grace_ms` (or until any other frame) so the
-  replay comes first and in order.
+  the first frame. Durable events are held for `resume_grace_ms` or until any other frame arrives
+  (`ping`, `auth` and malformed frames included), so the replay comes first and in order.
 - Protocol pings every 20 s (`WS_PING_INTERVAL`) drop a silent peer within 40 s; `ping` frames are
   for clients that want an application-level check.
+- A user may hold `WS_MAX_SOCKETS_PER_USER` (32) sockets on a node; one more is refused with
+  `too_many_connections` and close 4409 (the open ones are never kicked out).
+- A connection that cannot go on is always closed, never left silent: 1013 (with `unavailable`)
+  when the database is down while connecting or replaying, 1011 for a failure of ours, 4008 for a
+  client too far behind. A client that stops reading may not even get the close frame: the server
+  drops the TCP connection (1006) once the close cannot be written within 2 s. In every case:
+  reconnect with exponential backoff and jitter, then `resume`.
 """
 
 _ERRORS_NOTE = (

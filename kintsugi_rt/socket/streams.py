@@ -18,6 +18,8 @@ from kintsugi_rt.socket.codec import encode_json
 from kintsugi_rt.socket.protocol import ServerMessage
 from kintsugi_rt.socket.registry import message_type
 
+_TRIM_TIMEOUT_SECONDS = 600
+
 
 @dataclass(frozen=True, slots=True)
 class DurableDelivery:
@@ -142,6 +144,14 @@ async def head(conn: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID) -> S
     return StreamHead(str(row["epoch"]), row["last_pos"])
 
 
+async def heads(conn: asyncpg.Connection | asyncpg.Pool, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, int]:
+    """Each existing stream's last position (one query, however many users)."""
+    rows = await conn.fetch(
+        "SELECT user_id, last_pos FROM event_streams WHERE user_id = ANY($1::uuid[])", user_ids
+    )
+    return {row["user_id"]: row["last_pos"] for row in rows}
+
+
 async def read_range(
     conn: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID, after: int, upto: int | None, limit: int
 ) -> list[tuple[int, bytes]]:
@@ -162,5 +172,8 @@ async def read_range(
 
 async def trim(conn: asyncpg.Connection | asyncpg.Pool, older_than: datetime) -> int:
     """Drop events older than the retained window; their stream entries go with them."""
-    status: str = await conn.execute("DELETE FROM durable_events WHERE created_at < $1", older_than)
+    # A big backlog may take longer than DATABASE_STATEMENT_TIMEOUT, which is meant for requests.
+    status: str = await conn.execute(
+        "DELETE FROM durable_events WHERE created_at < $1", older_than, timeout=_TRIM_TIMEOUT_SECONDS
+    )
     return int(status.split()[-1])
