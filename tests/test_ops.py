@@ -95,3 +95,22 @@ async def test_unhandled_errors_never_reach_the_client() -> None:
     assert response.headers["x-request-id"] == "req-1"
     failure = next(entry for entry in logs if entry["event"] == "http.unhandled_error")
     assert failure["log_level"] == "error"
+
+
+async def test_nul_in_any_rest_string_is_a_422_naming_the_field(
+    settings_for: Callable[..., Settings], http: Http
+) -> None:
+    """Regression (D13): a NUL character reached PostgreSQL (which cannot store one) and gave a 500."""
+    async with serve(settings_for()) as url:
+        client = http(url)
+        login = await client.post(
+            "/api/auth/login", json={"email": "a\x00@example.com", "password": "x" * 12}
+        )
+        assert login.status_code == 422, login.text
+        assert login.json()["error"]["fields"] == {"email": "Must not contain NUL characters."}
+        register = await client.post(
+            "/api/auth/register",
+            json={"email": "nul@example.com", "password": "correct horse battery", "display_name": "A\x00"},
+        )
+        assert register.status_code == 422, register.text
+        assert register.json()["error"]["fields"] == {"display_name": "Must not contain NUL characters."}
