@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from kintsugi_rt.billing import messages as m
+from kintsugi_rt.billing import frames as m
 from kintsugi_rt.billing.meter import MAX_HISTORY, UsageMeter
 from kintsugi_rt.billing.routes import routes
 from kintsugi_rt.billing.service import BillingService, webhook_secret_missing

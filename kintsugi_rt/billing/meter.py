@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from kintsugi_rt.billing.messages import UsageHistoryResult, UsageRow, UsageUpdated, UsageWarning
+from kintsugi_rt.billing.frames import UsageHistoryResult, UsageRow, UsageUpdated, UsageWarning
 from kintsugi_rt.billing.tiers import current_tier
 from kintsugi_rt.billing.usage import (
     Counters,

@@ -20,7 +20,7 @@ import stripe
 from kintsugi_rt.auth.messages import User
 from kintsugi_rt.auth.validation import normalize_email
 from kintsugi_rt.billing import storage
-from kintsugi_rt.billing.messages import SubscriptionUpdated
+from kintsugi_rt.billing.frames import SubscriptionUpdated
 from kintsugi_rt.billing.meter import UsageMeter
 from kintsugi_rt.billing.stripe_api import (
     EventEnvelope,

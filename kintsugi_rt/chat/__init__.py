@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from kintsugi_rt.chat import messages as m
+from kintsugi_rt.chat import frames as m
 from kintsugi_rt.chat.service import ERROR_CODES, ChatService
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.modules import Module

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from kintsugi_rt.billing.meter import UsageMeter
 from kintsugi_rt.billing.usage import Reservation
 from kintsugi_rt.chat import storage
+from kintsugi_rt.chat.frames import ChatDelta, ChatDone, ChatError, Usage
 from kintsugi_rt.chat.live import LiveAnswers
-from kintsugi_rt.chat.messages import ChatDelta, ChatDone, ChatError, Usage
 from kintsugi_rt.chat.provider import End, Piece, Provider, ProviderError
 from kintsugi_rt.chat.tokens import count_text
 from kintsugi_rt.context import AppContext

@@ -16,9 +16,7 @@ from kintsugi_rt.billing.tiers import current_tier
 from kintsugi_rt.billing.usage import LimitExceeded, Reservation
 from kintsugi_rt.chat import storage
 from kintsugi_rt.chat.catalogue import Catalogue
-from kintsugi_rt.chat.generation import SERVER_SHUTDOWN, Generation, Request
-from kintsugi_rt.chat.live import LiveAnswers, MemoryLiveAnswers, RedisLiveAnswers
-from kintsugi_rt.chat.messages import (
+from kintsugi_rt.chat.frames import (
     ChatCreate,
     ChatCreated,
     ChatDelete,
@@ -47,6 +45,8 @@ from kintsugi_rt.chat.messages import (
     SearchResult,
     SendResult,
 )
+from kintsugi_rt.chat.generation import SERVER_SHUTDOWN, Generation, Request
+from kintsugi_rt.chat.live import LiveAnswers, MemoryLiveAnswers, RedisLiveAnswers
 from kintsugi_rt.chat.provider import OfflineDemoProvider, OpenAIProvider, Provider, ProviderError
 from kintsugi_rt.chat.tokens import count_prompt, count_text
 from kintsugi_rt.context import AppContext

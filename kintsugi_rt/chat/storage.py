@@ -9,7 +9,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from kintsugi_rt.chat.messages import ChatInfo, MessageInfo, SearchHit
+from kintsugi_rt.chat.frames import ChatInfo, MessageInfo, SearchHit
 
 Executor: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.media import access_checks
-from kintsugi_rt.messenger import messages as m
+from kintsugi_rt.messenger import frames as m
 from kintsugi_rt.messenger import storage
 from kintsugi_rt.messenger.service import ERROR_CODES, MessengerService
 from kintsugi_rt.modules import Module

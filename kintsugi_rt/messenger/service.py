@@ -17,7 +17,7 @@ import emoji
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.logs import get_logger
 from kintsugi_rt.messenger import storage
-from kintsugi_rt.messenger.messages import (
+from kintsugi_rt.messenger.frames import (
     Conversation,
     ConversationAddMembers,
     ConversationCreate,

@@ -9,7 +9,7 @@ from typing import Any, TypeAlias
 
 import asyncpg
 
-from kintsugi_rt.messenger.messages import Attachment, Conversation, Member, Message, Reaction
+from kintsugi_rt.messenger.frames import Attachment, Conversation, Member, Message, Reaction
 
 Executor: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.modules import Module
-from kintsugi_rt.presence.messages import Presence, PresenceUnwatch, PresenceWatch
+from kintsugi_rt.presence.frames import Presence, PresenceUnwatch, PresenceWatch
 from kintsugi_rt.presence.service import PresenceService
 from kintsugi_rt.socket.registry import ServerEvent, SocketContext, SocketFeatures, SocketHandler
 

@@ -18,7 +18,7 @@ from datetime import datetime
 
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.logs import get_logger
-from kintsugi_rt.presence.messages import (
+from kintsugi_rt.presence.frames import (
     Presence,
     PresenceState,
     PresenceUnwatch,
