@@ -44,7 +44,8 @@ async def _migrate(settings: Settings) -> int:
     from kintsugi_rt.db.migrations import migrate
 
     log = get_logger("kintsugi_rt.cli")
-    db = await Database.open(settings)
+    db = Database(settings)
+    await db.open()
     try:
         applied = await migrate(db.dsn)
     finally:
@@ -66,11 +67,12 @@ async def _set_tier(settings: Settings, email: str, tier: str) -> int:
     from kintsugi_rt.socket.hub import Hub, LocalHub, RedisHub
 
     log = get_logger("kintsugi_rt.cli")
-    db = await Database.open(settings)
+    db = Database(settings)
+    await db.open()
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
     hub: Hub = RedisHub(redis, settings.redis_key_prefix) if redis else LocalHub()
     clock = SystemClock()
-    ctx = AppContext(settings, clock, db, redis, MemoryRateLimiter(clock), Events(hub, db.pool), "cli")
+    ctx = AppContext(settings, clock, db, redis, MemoryRateLimiter(clock), Events(hub, db), "cli")
     try:
         user_id = await set_tier_by_hand(ctx, email, tier)
     except (LookupError, ValueError) as exc:
@@ -105,12 +107,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(env_example())
         return 0
     if args.command in ("schema", "protocol-doc"):
-        from kintsugi_rt.socket import schema
+        from kintsugi_rt import protocol_doc
 
+        registry = protocol_doc.build_registry()
         if args.command == "schema":
-            sys.stdout.write(json.dumps(schema.json_schema(), indent=2) + "\n")
+            sys.stdout.write(json.dumps(protocol_doc.json_schema(registry), indent=2) + "\n")
         else:
-            sys.stdout.write(schema.protocol_markdown())
+            sys.stdout.write(protocol_doc.protocol_markdown(registry))
         return 0
 
     try:

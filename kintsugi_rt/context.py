@@ -1,11 +1,13 @@
-"""What a running node shares with every module: settings, clock, database, Redis, events."""
+"""What every module of a node shares: settings, clock, database, Redis, rate limits, events.
+
+Services get this, plus their own typed dependencies, from the composition root (wiring.py).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
-from starlette.requests import HTTPConnection
 
 from kintsugi_rt.clock import Clock
 from kintsugi_rt.db.database import Database
@@ -23,12 +25,5 @@ class AppContext:
     rate_limiter: RateLimiter
     events: Events
     node_id: str
-    # Long-lived objects modules create at start (e.g. ``"auth"``), looked up by name.
-    services: dict[str, object] = field(default_factory=dict)
     # What is on or off on this node (e.g. ``{"chat": "offline-demo"}``), told to clients in ``hello``.
     features: dict[str, str] = field(default_factory=dict)
-
-
-def get_context(conn: HTTPConnection) -> AppContext:
-    ctx: AppContext = conn.app.state.ctx
-    return ctx

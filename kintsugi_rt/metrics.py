@@ -10,7 +10,7 @@ import hmac
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 SOCKETS_OPEN = Gauge("kintsugi_ws_connections_open", "WebSocket connections open on this node.")
 FRAMES_IN = Counter("kintsugi_ws_frames_in_total", "Client frames received, by message type.", ["type"])
@@ -58,9 +58,8 @@ STREAM_GAP_FILLS = Counter(
 )
 
 
-async def metrics(request: Request) -> Response:
+def exposition(request: Request, token: str | None) -> Response:
     """The Prometheus exposition; with METRICS_TOKEN set, only for ``Authorization: Bearer <token>``."""
-    token: str | None = request.app.state.ctx.settings.metrics_token
     if token:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
@@ -73,4 +72,8 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-routes = [Route("/metrics", metrics, methods=["GET"])]
+def routes(token: str | None) -> list[BaseRoute]:
+    async def metrics(request: Request) -> Response:
+        return exposition(request, token)
+
+    return [Route("/metrics", metrics, methods=["GET"])]

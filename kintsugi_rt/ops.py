@@ -6,9 +6,9 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from kintsugi_rt.context import get_context
+from kintsugi_rt.context import AppContext
 from kintsugi_rt.db.migrations import default_migrations_dir, load_migrations, pending_migrations
 from kintsugi_rt.logs import get_logger
 from kintsugi_rt.web import json_response
@@ -21,9 +21,8 @@ async def healthz(request: Request) -> Response:
     return json_response({"status": "ok"})
 
 
-async def readyz(request: Request) -> Response:
+async def readyz(ctx: AppContext) -> Response:
     """Ready for traffic: database reachable and fully migrated, Redis reachable if configured."""
-    ctx = get_context(request)
     checks: dict[str, Any] = {}
     try:
         async with ctx.db.pool.acquire(timeout=2) as conn:
@@ -47,7 +46,11 @@ async def readyz(request: Request) -> Response:
     )
 
 
-routes = [
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-]
+def routes(ctx: AppContext) -> list[BaseRoute]:
+    async def ready(request: Request) -> Response:
+        return await readyz(ctx)
+
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", ready, methods=["GET"]),
+    ]

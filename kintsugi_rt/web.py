@@ -6,7 +6,7 @@ import re
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from kintsugi_rt import errors
@@ -17,6 +17,15 @@ T = TypeVar("T")
 
 _FIELD_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 _MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+
+
+def bearer_token(conn: HTTPConnection) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (REST, or a socket's upgrade request)."""
+    header = conn.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
 
 
 def json_response(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -22,11 +22,12 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 
-from kintsugi_rt.app import create_app
+from kintsugi_rt.app import create_app, services_of
 from kintsugi_rt.clock import Clock
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.db.embedded import EmbeddedPostgres
 from kintsugi_rt.settings import Settings, load_settings
+from kintsugi_rt.wiring import Services
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
@@ -165,9 +166,12 @@ class Node:
     server: uvicorn.Server
 
     @property
+    def services(self) -> Services:
+        return services_of(self.app)
+
+    @property
     def ctx(self) -> AppContext:
-        ctx: AppContext = self.app.state.ctx
-        return ctx
+        return self.services.ctx
 
     @property
     def ws_url(self) -> str:

@@ -281,7 +281,7 @@ async def test_password_hashing_is_bounded_by_the_concurrency_setting(
         AUTH_RATE_LIMIT_EMAIL_IP=NO_LIMIT,
     )
     async with serve_node(settings) as node, httpx.AsyncClient(base_url=node.url, timeout=30) as client:
-        service = node.ctx.services["auth"]
+        service = node.services.auth
         assert isinstance(service, AuthService)
         email = (await register(client))["user"]["email"]
         logins = asyncio.gather(*(login(client, email, PASSWORD) for _ in range(12)))

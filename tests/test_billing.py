@@ -19,7 +19,6 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
-from kintsugi_rt.billing.tiers import require_tier_rest
 from kintsugi_rt.billing.usage import window_start
 from kintsugi_rt.clock import ManualClock
 from kintsugi_rt.errors import ApiError
@@ -516,7 +515,7 @@ async def test_tier_guard_for_rest_routes(settings_for: Callable[..., Settings],
     async with serve_node(settings_for()) as node:
         user = await new_user(node.url)
         with pytest.raises(ApiError) as refused:
-            await require_tier_rest(node.ctx.db.pool, uuid.UUID(user.id), "premium_starter")
+            await node.services.tiers.require_rest(uuid.UUID(user.id), "premium_starter")
         assert refused.value.status == 403 and refused.value.code == "tier_required"
         assert refused.value.details == {"tier": "premium_starter", "current": "basic"}
-        assert await require_tier_rest(node.ctx.db.pool, uuid.UUID(user.id), "basic") == "basic"
+        assert await node.services.tiers.require_rest(uuid.UUID(user.id), "basic") == "basic"

@@ -307,5 +307,5 @@ async def test_two_nodes_behave_as_one(
 
 
 def _connections(node: Node) -> list[Any]:
-    gateway: Any = node.ctx.services["gateway"]
+    gateway: Any = node.services.gateway
     return list(gateway.local.by_id.values())

@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from msgspec import inspect as mi
 from structlog.testing import capture_logs
 
+from kintsugi_rt.protocol_doc import build_registry
 from kintsugi_rt.socket.registry import message_type
-from kintsugi_rt.socket.schema import build_registry
 from tests.support import make_settings
 from tests.test_socket_fuzz import NO_RATE_LIMIT, Prober, Target, _Crashes, start_target
 from tests.wsclient import new_user

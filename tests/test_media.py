@@ -21,7 +21,7 @@ from aiobotocore.session import get_session
 from moto.server import ThreadedMotoServer
 
 from kintsugi_rt.context import AppContext
-from kintsugi_rt.media import MediaService, access_checks
+from kintsugi_rt.media import MediaService
 from kintsugi_rt.settings import Settings
 from tests.support import Node, free_port, serve_node
 from tests.wsclient import User, new_user
@@ -447,19 +447,19 @@ async def test_access_rules(settings_for: Callable[..., Settings], store: Store)
         assert len(set(not_found)) == 1
 
         # An access hook (as the messenger registers) opens it to the users it names, and only them.
-        service = node.ctx.services["media"]
+        service = node.services.media
         assert isinstance(service, MediaService)
         calls: list[tuple[uuid.UUID, uuid.UUID]] = []
 
-        async def shares_a_chat(ctx: AppContext, user_id: uuid.UUID, checked: uuid.UUID) -> bool:
+        async def shares_a_chat(user_id: uuid.UUID, checked: uuid.UUID) -> bool:
             calls.append((user_id, checked))
             return user_id == uuid.UUID(bob.id)
 
-        async def broken(ctx: AppContext, user_id: uuid.UUID, checked: uuid.UUID) -> bool:
+        async def broken(user_id: uuid.UUID, checked: uuid.UUID) -> bool:
             raise RuntimeError("a failing check denies, it does not fail the request")
 
-        assert service.access_checks is access_checks(node.ctx)
-        access_checks(node.ctx).extend([broken, shares_a_chat])
+        service.grant_access(broken)
+        service.grant_access(shares_a_chat)
         got = await client.get(f"/api/media/{media_id}", headers=auth(bob))
         assert got.status_code == 200
         assert got.content == png(1, 1)

@@ -88,7 +88,7 @@ def tracebacks() -> Iterator[Tracebacks]:
 
 
 def gateway(node: Node) -> Gateway:
-    found = node.ctx.services["gateway"]
+    found = node.services.gateway
     assert isinstance(found, Gateway)
     return found
 

@@ -48,7 +48,7 @@ async def test_an_idle_socket_holds_no_writer_queue_or_grace_timer(
         sock = await Socket.open(node.ws_url, user.token)
         hello = await sock.expect("hello")
         await asyncio.sleep(0.1)
-        gateway = node.ctx.services["gateway"]
+        gateway = node.services.gateway
         assert isinstance(gateway, Gateway)
         conn = gateway.local.by_id[hello["conn_id"]]
         assert conn.synced

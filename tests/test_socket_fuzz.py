@@ -34,9 +34,9 @@ from structlog.testing import capture_logs
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from kintsugi_rt.protocol_doc import build_registry
 from kintsugi_rt.settings import Settings
 from kintsugi_rt.socket.protocol import SUBPROTOCOL_MSGPACK
-from kintsugi_rt.socket.schema import build_registry
 from tests.support import serve
 from tests.wsclient import new_user
 

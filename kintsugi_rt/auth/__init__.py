@@ -3,13 +3,6 @@
 from __future__ import annotations
 
 from kintsugi_rt.auth.routes import routes
-from kintsugi_rt.auth.service import AuthService
-from kintsugi_rt.context import AppContext
-from kintsugi_rt.modules import Module
+from kintsugi_rt.auth.service import AuthService, Principal
 
-
-async def _start(ctx: AppContext) -> None:
-    ctx.services["auth"] = AuthService(ctx)
-
-
-module = Module(name="auth", routes=routes, on_startup=(_start,))
+__all__ = ["AuthService", "Principal", "routes"]

@@ -28,8 +28,9 @@ class Passwords:
             parallelism=settings.argon2_parallelism,
             type=Type.ID,
         )
-        # Verified against when the email is unknown, so both failures cost the same time.
-        self._decoy = self._hasher.hash("decoy password, never matches")
+        # Verified against when the email is unknown, so both failures cost the same time. Made on
+        # first use, in the hashing thread: building the service does no work (wiring.py).
+        self._decoy: str | None = None
         self._slots = asyncio.Semaphore(settings.password_hash_concurrency)
         self._in_flight = 0
 
@@ -42,9 +43,13 @@ class Passwords:
         return await self._run(self._hasher.hash, password)
 
     async def verify(self, stored_hash: str | None, password: str) -> bool:
-        return await self._run(self._verify_blocking, stored_hash or self._decoy, password)
+        return await self._run(self._verify_blocking, stored_hash or "", password)
 
     def _verify_blocking(self, stored_hash: str, password: str) -> bool:
+        if not stored_hash:
+            if self._decoy is None:
+                self._decoy = self._hasher.hash("decoy password, never matches")
+            stored_hash = self._decoy
         try:
             return self._hasher.verify(stored_hash, password)
         except (VerificationError, InvalidHashError):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from starlette.requests import HTTPConnection
 
 from kintsugi_rt import errors
 from kintsugi_rt.auth import storage
@@ -25,6 +26,7 @@ from kintsugi_rt.context import AppContext
 from kintsugi_rt.errors import ApiError
 from kintsugi_rt.logs import get_logger
 from kintsugi_rt.socket.protocol import CLOSE_UNAUTHORIZED
+from kintsugi_rt.web import bearer_token
 
 log = get_logger(__name__)
 
@@ -50,6 +52,10 @@ class Principal:
     user: User
     session_id: uuid.UUID
     expires_at: datetime
+
+    @property
+    def user_id(self) -> uuid.UUID:
+        return self.user.id
 
 
 _REFRESH_REFUSALS = {
@@ -167,6 +173,18 @@ class AuthService:
         await self._ctx.events.close_sockets(principal.user.id, CLOSE_UNAUTHORIZED, SESSION_REVOKED)
         log.info("auth.logged_out_everywhere", user_id=str(principal.user.id), sessions=count)
         return count
+
+    async def require_principal(self, conn: HTTPConnection) -> Principal:
+        """The caller behind ``Authorization: Bearer``; 401 otherwise. For any module's REST routes."""
+        token = bearer_token(conn)
+        if token is None:
+            raise ApiError(
+                401,
+                errors.UNAUTHORIZED,
+                "Send an access token as 'Authorization: Bearer <token>'.",
+                headers={"WWW-Authenticate": 'Bearer realm="kintsugi"'},
+            )
+        return await self.authenticate(token)
 
     async def authenticate(self, access_token: str) -> Principal:
         """Resolve a bearer token to a live session, or raise a 401 ``ApiError``."""

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
-from typing import Any
-
-from kintsugi_rt.billing import frames as m
+from kintsugi_rt.billing import examples as ex
+from kintsugi_rt.billing import frames as f
 from kintsugi_rt.billing.meter import MAX_HISTORY, UsageMeter
 from kintsugi_rt.billing.routes import routes
 from kintsugi_rt.billing.service import BillingService, webhook_secret_missing
-from kintsugi_rt.context import AppContext
+from kintsugi_rt.billing.tiers import TIER_REQUIRED, Tiers
 from kintsugi_rt.logs import get_logger
-from kintsugi_rt.modules import Module
 from kintsugi_rt.settings import Settings, SettingsError
 from kintsugi_rt.socket.protocol import BAD_REQUEST
-from kintsugi_rt.socket.registry import ServerEvent, SocketContext, SocketError, SocketFeatures, SocketHandler
+from kintsugi_rt.socket.registry import Result, SocketContext, SocketError, SocketFeatures, SocketHandler
+
+__all__ = ["BillingService", "Tiers", "UsageMeter", "check_webhook_secret", "routes", "socket_features"]
 
 log = get_logger(__name__)
 
@@ -23,14 +22,8 @@ TOKEN_LIMIT_EXCEEDED = "token_limit_exceeded"
 ERROR_CODES = {
     TOKEN_LIMIT_EXCEEDED: "The request does not fit in this window's token limit; ``details`` holds "
     "limit, used, reset_at and tier. Nothing was sent upstream.",
-    "tier_required": "The feature needs a higher tier; ``details.tier`` names it.",
+    TIER_REQUIRED: "The model needs a higher subscription tier; ``details.tier`` names it.",
 }
-
-
-def meter(ctx: AppContext) -> UsageMeter:
-    found = ctx.services["usage"]
-    assert isinstance(found, UsageMeter)
-    return found
 
 
 def check_webhook_secret(settings: Settings) -> None:
@@ -52,75 +45,29 @@ def check_webhook_secret(settings: Settings) -> None:
     )
 
 
-async def _start(ctx: AppContext) -> None:
-    check_webhook_secret(ctx.settings)
-    usage = UsageMeter(ctx)
-    ctx.services["usage"] = usage
-    ctx.services["billing"] = BillingService(ctx, usage)
+def socket_features(usage: UsageMeter) -> SocketFeatures:
+    """The usage frames, bound to ``usage``."""
 
+    async def usage_get(conn: SocketContext, message: f.UsageGet) -> Result:
+        return await usage.state(conn.user_id)
 
-async def _usage_get(conn: SocketContext, message: Any) -> Any:
-    return await meter(conn.app).state(conn.user_id)
+    async def usage_history(conn: SocketContext, message: f.UsageHistory) -> Result:
+        start, end = message.from_, message.to
+        if start.tzinfo is None or end.tzinfo is None:
+            raise SocketError(
+                BAD_REQUEST, "Give times with a timezone (e.g. ending in Z).", {"field": "from"}
+            )
+        if not start < end or end - start > MAX_HISTORY:
+            raise SocketError(
+                BAD_REQUEST, "`from` must be before `to`, at most 366 days apart.", {"field": "to"}
+            )
+        return await usage.history(conn.user_id, start, end, message.group_by)
 
-
-async def _usage_history(conn: SocketContext, message: Any) -> Any:
-    assert isinstance(message, m.UsageHistory)
-    start, end = message.from_, message.to
-    if start.tzinfo is None or end.tzinfo is None:
-        raise SocketError(BAD_REQUEST, "Give times with a timezone (e.g. ending in Z).", {"field": "from"})
-    if not start < end or end - start > MAX_HISTORY:
-        raise SocketError(BAD_REQUEST, "`from` must be before `to`, at most 366 days apart.", {"field": "to"})
-    return await meter(conn.app).history(conn.user_id, start, end, message.group_by)
-
-
-_RESET = datetime(2026, 11, 26, 18, 0, tzinfo=UTC)
-
-module = Module(
-    name="billing",
-    routes=routes,
-    on_startup=(_start,),
-    socket=SocketFeatures(
+    return SocketFeatures(
         handlers=(
-            SocketHandler(
-                m.UsageGet,
-                _usage_get,
-                m.UsageGet(id="u1"),
-                {"tier": "basic", "used": 41250, "limit": 100000, "reset_at": _RESET.isoformat()},
-            ),
-            SocketHandler(
-                m.UsageHistory,
-                _usage_history,
-                m.UsageHistory(id="u2", from_=_RESET - timedelta(days=7), to=_RESET, group_by="day"),
-                {
-                    "group_by": "day",
-                    "rows": [
-                        {
-                            "key": "2026-11-25",
-                            "prompt_tokens": 9100,
-                            "completion_tokens": 4200,
-                            "total_tokens": 13300,
-                            "requests": 21,
-                        }
-                    ],
-                },
-            ),
+            SocketHandler(f.UsageGet, usage_get, ex.USAGE_GET, ex.USAGE_GET_RESULT),
+            SocketHandler(f.UsageHistory, usage_history, ex.USAGE_HISTORY, ex.USAGE_HISTORY_RESULT),
         ),
-        events=(
-            ServerEvent(
-                m.UsageUpdated, m.UsageUpdated(tier="basic", used=41250, limit=100000, reset_at=_RESET)
-            ),
-            ServerEvent(
-                m.UsageWarning,
-                m.UsageWarning(threshold=80, tier="basic", used=80400, limit=100000, reset_at=_RESET),
-            ),
-            ServerEvent(
-                m.SubscriptionUpdated,
-                m.SubscriptionUpdated(
-                    tier="premium_pro", status="active", current_period_end=_RESET + timedelta(days=30)
-                ),
-                durable=True,
-            ),
-        ),
+        events=ex.EVENTS,
         error_codes=ERROR_CODES,
-    ),
-)
+    )

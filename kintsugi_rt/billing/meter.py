@@ -7,8 +7,9 @@ from datetime import datetime, timedelta
 
 import asyncpg
 
-from kintsugi_rt.billing.frames import UsageHistoryResult, UsageRow, UsageUpdated, UsageWarning
-from kintsugi_rt.billing.tiers import current_tier
+from kintsugi_rt.billing import storage
+from kintsugi_rt.billing.frames import UsageHistoryResult, UsageUpdated, UsageWarning
+from kintsugi_rt.billing.tiers import Tiers
 from kintsugi_rt.billing.usage import (
     Counters,
     LimitExceeded,
@@ -28,13 +29,14 @@ MAX_HISTORY = timedelta(days=366)
 
 
 class UsageMeter:
-    def __init__(self, ctx: AppContext) -> None:
+    def __init__(self, ctx: AppContext, *, tiers: Tiers) -> None:
         self._ctx = ctx
+        self.tiers = tiers
         self._interval = ctx.settings.token_reset_interval
         self.counters: Counters = (
-            RedisCounters(ctx.redis, ctx.settings.redis_key_prefix, ctx.db.pool, self._interval)
+            RedisCounters(ctx.redis, ctx.settings.redis_key_prefix, ctx.db, self._interval)
             if ctx.redis is not None
-            else PostgresCounters(ctx.db.pool)
+            else PostgresCounters(ctx.db)
         )
 
     def _window(self) -> tuple[datetime, datetime, datetime]:
@@ -44,7 +46,7 @@ class UsageMeter:
 
     async def state(self, user_id: uuid.UUID) -> UsageState:
         _, start, reset_at = self._window()
-        tier = await current_tier(self._ctx.db.pool, user_id)
+        tier = await self.tiers.tier_of(user_id)
         used = await self.counters.used(user_id, start)
         return UsageState(tier=tier, used=used, limit=self._ctx.settings.token_limit(tier), reset_at=reset_at)
 
@@ -57,7 +59,7 @@ class UsageMeter:
         a query when the caller has just read it in that transaction."""
         now, start, reset_at = self._window()
         if tier is None:
-            tier = await current_tier(conn, user_id)
+            tier = await self.tiers.tier_of(user_id, conn)
         limit = self._ctx.settings.token_limit(tier)
         reservation = Reservation(uuid.uuid4(), user_id, amount)
         ok, used = await self.counters.reserve(conn, reservation, limit, start, now)
@@ -87,7 +89,7 @@ class UsageMeter:
     async def _settled(self, user_id: uuid.UUID, reservation: Reservation | None, tokens: int) -> None:
         _, start, reset_at = self._window()
         used = await self.counters.settled(user_id, reservation, tokens, start)
-        tier = await current_tier(self._ctx.db.pool, user_id)
+        tier = await self.tiers.tier_of(user_id)
         limit = self._ctx.settings.token_limit(tier)
         events = self._ctx.events
         await events.push(
@@ -122,25 +124,5 @@ class UsageMeter:
     async def history(
         self, user_id: uuid.UUID, start: datetime, end: datetime, group_by: str
     ) -> UsageHistoryResult:
-        key = "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')" if group_by == "day" else "model"
-        rows = await self._ctx.db.pool.fetch(
-            f"SELECT {key} AS key, SUM(prompt_tokens) AS prompt, SUM(completion_tokens) AS completion, "  # noqa: S608
-            "count(*) AS requests FROM usage_ledger "
-            "WHERE user_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY 1 ORDER BY 1",
-            user_id,
-            start,
-            end,
-        )
-        return UsageHistoryResult(
-            group_by=group_by,
-            rows=[
-                UsageRow(
-                    key=r["key"],
-                    prompt_tokens=r["prompt"],
-                    completion_tokens=r["completion"],
-                    total_tokens=r["prompt"] + r["completion"],
-                    requests=r["requests"],
-                )
-                for r in rows
-            ],
-        )
+        rows = await storage.usage_history(self._ctx.db.pool, user_id, start, end, group_by)
+        return UsageHistoryResult(group_by=group_by, rows=rows)

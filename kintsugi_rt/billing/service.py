@@ -71,6 +71,7 @@ class BillingService:
     def __init__(self, ctx: AppContext, meter: UsageMeter) -> None:
         self.ctx = ctx
         self.meter = meter
+        self.tiers = meter.tiers
         settings = ctx.settings
         self.api = StripeApi(settings) if settings.stripe_secret_key else None
         self.prices = settings.stripe_prices()  # price id -> tier
@@ -117,7 +118,7 @@ class BillingService:
     async def subscription(self, user: User) -> dict[str, Any]:
         self.require_api()
         row = await storage.subscription_of(self.ctx.db.pool, user.id)
-        tier: str = await self.ctx.db.pool.fetchval("SELECT tier FROM users WHERE id = $1", user.id)
+        tier = await self.tiers.tier_of(user.id)
         return {
             "tier": tier,
             "status": row["status"] if row else "none",
@@ -138,9 +139,7 @@ class BillingService:
     async def _customer(self, api: StripeApi, user: User) -> str:
         """The user's one Stripe customer, created on first need."""
         async with self.ctx.db.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user.id
-            )  # one creator at a time
+            await storage.lock_user(conn, user.id)  # one creator at a time
             existing = await storage.customer_of(conn, user.id)
             if existing is not None:
                 return existing
@@ -194,7 +193,7 @@ class BillingService:
             if user_id is None or snapshot is None:
                 log.warning("billing.event_without_user", event_id=event_id, type=event_type)
                 return False
-            await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+            await storage.lock_user(conn, user_id)
             stored = await storage.subscription_of(conn, user_id)
             if stored is not None and stored["stripe_subscription_id"] == snapshot.id:
                 if not storage.newer_or_same(stored["current_period_end"], snapshot.current_period_end):
@@ -239,9 +238,7 @@ async def set_tier_by_hand(ctx: AppContext, email: str, tier: str) -> uuid.UUID:
     if normalized is None:
         raise LookupError(f"no user with email {email!r}")
     async with ctx.db.pool.acquire() as conn, conn.transaction():
-        user_id: uuid.UUID | None = await conn.fetchval(
-            "SELECT id FROM users WHERE lower(email) = lower($1)", normalized
-        )
+        user_id = await storage.user_by_email(conn, normalized)
         if user_id is None:
             raise LookupError(f"no user with email {email!r}")
         await storage.set_tier(conn, user_id, tier)

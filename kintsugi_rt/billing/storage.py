@@ -1,4 +1,5 @@
-"""SQL for Stripe customers, subscriptions and processed webhook events."""
+"""SQL for Stripe customers, subscriptions, processed webhook events, tiers, token reservations and
+the usage ledger's totals."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from kintsugi_rt.billing.frames import UsageRow
 from kintsugi_rt.billing.stripe_api import SubscriptionSnapshot
 
 
@@ -84,6 +86,105 @@ async def set_tier(conn: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID, 
     return previous
 
 
+async def lock_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> None:
+    """Lock the user's row until the transaction ends: one check-then-write per user at a time."""
+    await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", user_id)
+
+
+async def user_by_email(conn: asyncpg.Connection | asyncpg.Pool, email: str) -> uuid.UUID | None:
+    """The id of the account with this (normalised) email, compared case-insensitively."""
+    found: uuid.UUID | None = await conn.fetchval(
+        "SELECT id FROM users WHERE lower(email) = lower($1)", email
+    )
+    return found
+
+
+async def ledger_sum(db: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID, start: datetime) -> int:
+    """Tokens the user spent since ``start``, from the usage ledger (the truth)."""
+    used: int = await db.fetchval(
+        "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage_ledger "
+        "WHERE user_id = $1 AND created_at >= $2",
+        user_id,
+        start,
+    )
+    return used
+
+
+async def reserve_if_fits(
+    conn: asyncpg.Connection,
+    *,
+    reservation_id: uuid.UUID,
+    user_id: uuid.UUID,
+    amount: int,
+    limit: int,
+    window_start: datetime,
+    now: datetime,
+    expires_at: datetime,
+) -> tuple[bool, int]:
+    """Insert the reservation if used + held + ``amount`` fits ``limit`` (-1: none); return (reserved?,
+    used). Atomic only under ``lock_user``, taken by an earlier statement of the same transaction."""
+    row = await conn.fetchrow(
+        """
+        WITH used AS (
+            SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS n FROM usage_ledger
+            WHERE user_id = $1 AND created_at >= $2
+        ), held AS (
+            SELECT COALESCE(SUM(amount), 0) AS n FROM usage_reservations
+            WHERE user_id = $1 AND expires_at > $3
+        ), reserved AS (
+            INSERT INTO usage_reservations (id, user_id, amount, expires_at)
+            SELECT $4, $1, $5::int, $6 FROM used, held
+            WHERE $7::bigint < 0 OR used.n + held.n + $5::int <= $7::bigint
+            RETURNING 1
+        )
+        SELECT used.n AS used, EXISTS (SELECT 1 FROM reserved) AS ok FROM used
+        """,
+        user_id,
+        window_start,
+        now,
+        reservation_id,
+        amount,
+        expires_at,
+        limit,
+    )
+    return bool(row["ok"]), int(row["used"])
+
+
+async def delete_reservation(db: asyncpg.Connection | asyncpg.Pool, reservation_id: uuid.UUID) -> None:
+    await db.execute("DELETE FROM usage_reservations WHERE id = $1", reservation_id)
+
+
+async def usage_history(
+    db: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID, start: datetime, end: datetime, group_by: str
+) -> list[UsageRow]:
+    """The ledger's totals in [start, end), per UTC day (``group_by == "day"``) or else per model."""
+    key = "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')" if group_by == "day" else "model"
+    rows = await db.fetch(
+        f"SELECT {key} AS key, SUM(prompt_tokens) AS prompt, SUM(completion_tokens) AS completion, "  # noqa: S608
+        "count(*) AS requests FROM usage_ledger "
+        "WHERE user_id = $1 AND created_at >= $2 AND created_at < $3 GROUP BY 1 ORDER BY 1",
+        user_id,
+        start,
+        end,
+    )
+    return [
+        UsageRow(
+            key=r["key"],
+            prompt_tokens=r["prompt"],
+            completion_tokens=r["completion"],
+            total_tokens=r["prompt"] + r["completion"],
+            requests=r["requests"],
+        )
+        for r in rows
+    ]
+
+
 def newer_or_same(stored_end: datetime | None, fetched_end: datetime | None) -> bool:
     """Never move a period backwards: an older snapshot than the one stored is ignored."""
     return stored_end is None or fetched_end is None or fetched_end >= stored_end
+
+
+async def tier_of(db: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID) -> str:
+    """The user's tier (``billing.Tiers`` is the one caller: every module asks it)."""
+    tier: str = await db.fetchval("SELECT tier FROM users WHERE id = $1", user_id)
+    return tier

@@ -22,6 +22,9 @@ import asyncpg
 import msgspec
 from redis.asyncio import Redis
 
+from kintsugi_rt.billing import storage
+from kintsugi_rt.db.database import Database
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A reservation whose answer never settled (its node died) stops counting after this.
 RESERVATION_TTL = timedelta(minutes=15)
@@ -78,19 +81,13 @@ class Counters(Protocol):
     async def used(self, user_id: uuid.UUID, start: datetime) -> int: ...
 
 
-async def ledger_sum(db: asyncpg.Connection | asyncpg.Pool, user_id: uuid.UUID, start: datetime) -> int:
-    used: int = await db.fetchval(
-        "SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) FROM usage_ledger "
-        "WHERE user_id = $1 AND created_at >= $2",
-        user_id,
-        start,
-    )
-    return used
-
-
 class PostgresCounters:
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self._pool = pool
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @property
+    def _pool(self) -> asyncpg.Pool:
+        return self._db.pool
 
     async def reserve(
         self, conn: asyncpg.Connection, reservation: Reservation, limit: int, start: datetime, now: datetime
@@ -99,46 +96,31 @@ class PostgresCounters:
         # held until the caller commits, when the reservation becomes visible to others. The check
         # is a second statement, so that its snapshot is taken after the lock was granted and sees
         # every reservation committed before.
-        await conn.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", reservation.user_id)
-        row = await conn.fetchrow(
-            """
-            WITH used AS (
-                SELECT COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS n FROM usage_ledger
-                WHERE user_id = $1 AND created_at >= $2
-            ), held AS (
-                SELECT COALESCE(SUM(amount), 0) AS n FROM usage_reservations
-                WHERE user_id = $1 AND expires_at > $3
-            ), reserved AS (
-                INSERT INTO usage_reservations (id, user_id, amount, expires_at)
-                SELECT $4, $1, $5::int, $6 FROM used, held
-                WHERE $7::bigint < 0 OR used.n + held.n + $5::int <= $7::bigint
-                RETURNING 1
-            )
-            SELECT used.n AS used, EXISTS (SELECT 1 FROM reserved) AS ok FROM used
-            """,
-            reservation.user_id,
-            start,
-            now,
-            reservation.id,
-            reservation.amount,
-            now + RESERVATION_TTL,
-            limit,
+        await storage.lock_user(conn, reservation.user_id)
+        return await storage.reserve_if_fits(
+            conn,
+            reservation_id=reservation.id,
+            user_id=reservation.user_id,
+            amount=reservation.amount,
+            limit=limit,
+            window_start=start,
+            now=now,
+            expires_at=now + RESERVATION_TTL,
         )
-        return bool(row["ok"]), int(row["used"])
 
     async def release(self, reservation: Reservation) -> None:
-        await self._pool.execute("DELETE FROM usage_reservations WHERE id = $1", reservation.id)
+        await storage.delete_reservation(self._pool, reservation.id)
 
     async def settle_in(self, conn: asyncpg.Connection, reservation: Reservation) -> None:
-        await conn.execute("DELETE FROM usage_reservations WHERE id = $1", reservation.id)
+        await storage.delete_reservation(conn, reservation.id)
 
     async def settled(
         self, user_id: uuid.UUID, reservation: Reservation | None, tokens: int, start: datetime
     ) -> int:
-        return await ledger_sum(self._pool, user_id, start)
+        return await storage.ledger_sum(self._pool, user_id, start)
 
     async def used(self, user_id: uuid.UUID, start: datetime) -> int:
-        return await ledger_sum(self._pool, user_id, start)
+        return await storage.ledger_sum(self._pool, user_id, start)
 
 
 # Reservations live in a hash (id -> "amount:expires_ms"); expired ones are dropped as they are read.
@@ -174,13 +156,17 @@ return redis.call('INCRBY', KEYS[1], ARGV[1])
 class RedisCounters:
     """Atomic counters in Redis; the ledger in PostgreSQL rebuilds them whenever they are missing."""
 
-    def __init__(self, redis: Redis, prefix: str, pool: asyncpg.Pool, interval: timedelta) -> None:
+    def __init__(self, redis: Redis, prefix: str, db: Database, interval: timedelta) -> None:
         self._redis = redis
         self._prefix = f"{prefix}usage:"
-        self._pool = pool
+        self._db = db
         self._ttl_ms = int((interval + RESERVATION_TTL).total_seconds() * 1000)
         self._reserve = redis.register_script(_RESERVE)
         self._settle = redis.register_script(_SETTLE)
+
+    @property
+    def _pool(self) -> asyncpg.Pool:
+        return self._db.pool
 
     def _keys(self, user_id: uuid.UUID, start: datetime) -> list[str]:
         return [f"{self._prefix}used:{user_id}:{int(start.timestamp())}", f"{self._prefix}reserved:{user_id}"]
@@ -188,7 +174,7 @@ class RedisCounters:
     async def _rebuild(
         self, user_id: uuid.UUID, start: datetime, conn: asyncpg.Connection | None = None
     ) -> None:
-        used = await ledger_sum(conn or self._pool, user_id, start)
+        used = await storage.ledger_sum(conn or self._pool, user_id, start)
         await self._redis.set(self._keys(user_id, start)[0], used, nx=True, px=self._ttl_ms)
 
     async def reserve(

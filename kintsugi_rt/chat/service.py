@@ -12,7 +12,7 @@ import msgspec
 
 from kintsugi_rt.billing import TOKEN_LIMIT_EXCEEDED
 from kintsugi_rt.billing.meter import UsageMeter
-from kintsugi_rt.billing.tiers import current_tier
+from kintsugi_rt.billing.tiers import TIER_REQUIRED, Tiers
 from kintsugi_rt.billing.usage import LimitExceeded, Reservation
 from kintsugi_rt.chat import storage
 from kintsugi_rt.chat.catalogue import Catalogue
@@ -61,7 +61,6 @@ log = get_logger(__name__)
 
 PROVIDER_UNAVAILABLE = "provider_unavailable"
 UNKNOWN_MODEL = "unknown_model"
-TIER_REQUIRED = "tier_required"
 GENERATION_IN_PROGRESS = "generation_in_progress"
 CONTEXT_TOO_LONG = "context_too_long"
 CONTENT_TOO_LONG = "content_too_long"
@@ -69,7 +68,6 @@ CONTENT_TOO_LONG = "content_too_long"
 ERROR_CODES = {
     PROVIDER_UNAVAILABLE: "No model provider is configured on the server (set OPENAI_API_KEY).",
     UNKNOWN_MODEL: "The model is not in this server's catalogue.",
-    TIER_REQUIRED: "The model needs a higher subscription tier; ``details.tier`` names it.",
     GENERATION_IN_PROGRESS: "An answer is still streaming in this chat; stop it or wait.",
     CONTEXT_TOO_LONG: "The message alone is longer than the model's context window.",
     CONTENT_TOO_LONG: "The message is longer than CHAT_MAX_INPUT_CHARS.",
@@ -109,7 +107,7 @@ def _not_found() -> SocketError:
 
 
 class ChatService:
-    def __init__(self, ctx: AppContext) -> None:
+    def __init__(self, ctx: AppContext, *, usage: UsageMeter, tiers: Tiers) -> None:
         self.ctx = ctx
         self.catalogue = Catalogue(ctx.settings)
         self.provider: Provider | None
@@ -122,9 +120,8 @@ class ChatService:
         self.live: LiveAnswers = (
             RedisLiveAnswers(ctx.redis, ctx.settings.redis_key_prefix) if ctx.redis else MemoryLiveAnswers()
         )
-        meter = ctx.services["usage"]
-        assert isinstance(meter, UsageMeter), "the billing module starts before chat"
-        self.meter = meter
+        self.meter = usage
+        self.tiers = tiers
         self.generations: dict[uuid.UUID, Generation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         ctx.features["chat"] = self.catalogue.provider
@@ -202,14 +199,8 @@ class ChatService:
 
     async def delete(self, conn: SocketContext, message: ChatDelete) -> None:
         pool = self.ctx.db.pool
-        streaming = await pool.fetch(
-            "SELECT m.id FROM chat_messages m JOIN chats c ON c.id = m.chat_id "
-            "WHERE c.id = $1 AND c.user_id = $2 AND m.status = 'streaming'",
-            message.chat_id,
-            conn.user_id,
-        )
-        for row in streaming:
-            await self.ctx.events.signal(_STOP_SIGNAL, _StopSignal(row["id"]))
+        for answer_id in await storage.streaming_answers(pool, conn.user_id, message.chat_id):
+            await self.ctx.events.signal(_STOP_SIGNAL, _StopSignal(answer_id))
         async with pool.acquire() as db, db.transaction():
             if not await storage.delete_chat(db, conn.user_id, message.chat_id):
                 raise _not_found()
@@ -221,7 +212,7 @@ class ChatService:
         return SearchResult(results=hits)
 
     async def models(self, conn: SocketContext, message: ChatModels) -> ModelList:
-        tier = await self._tier(conn.user_id)
+        tier = await self.tiers.tier_of(conn.user_id)
         infos = []
         for model in self.catalogue.models.values():
             allowed = tier in model.tiers
@@ -291,12 +282,8 @@ class ChatService:
                 CONTENT_TOO_LONG, f"Messages are limited to {limit} characters.", {"limit": limit}
             )
 
-    async def _tier(self, user_id: uuid.UUID) -> str:
-        tier: str = await self.ctx.db.pool.fetchval("SELECT tier FROM users WHERE id = $1", user_id)
-        return tier
-
     async def _allowed_model(self, user_id: uuid.UUID, model_id: str) -> ModelSpec:
-        return self._model_for(await self._tier(user_id), model_id)
+        return self._model_for(await self.tiers.tier_of(user_id), model_id)
 
     def _model_for(self, tier: str, model_id: str) -> ModelSpec:
         if self.provider is None:
@@ -365,7 +352,7 @@ class ChatService:
         chat = await storage.get_chat(db, user_id, chat_id, lock=True)  # one answer at a time per chat
         if chat is None:
             raise _not_found()
-        tier = await current_tier(db, user_id)
+        tier = await self.tiers.tier_of(user_id, db)  # read once; the reservation below reuses it
         model = self._model_for(tier, chat.model)
         if await storage.claim(db, chat.id, self.ctx.clock.now() - _ABANDONED_AFTER) is not None:
             raise SocketError(GENERATION_IN_PROGRESS, ERROR_CODES[GENERATION_IN_PROGRESS])
@@ -423,10 +410,7 @@ class ChatService:
     ) -> None:
         if parent is None:
             return
-        found = await db.fetchval(
-            "SELECT 1 FROM chat_messages WHERE id = $1 AND chat_id = $2", parent, chat_id
-        )
-        if found is None:
+        if not await storage.message_in_chat(db, chat_id, parent):
             raise _not_found()
 
     async def _context(

@@ -146,6 +146,24 @@ async def get_message(
     return None if row is None else (_message(row), row["chat_id"])
 
 
+async def message_in_chat(db: Executor, chat_id: uuid.UUID, message_id: uuid.UUID) -> bool:
+    found = await db.fetchval(
+        "SELECT 1 FROM chat_messages WHERE id = $1 AND chat_id = $2", message_id, chat_id
+    )
+    return found is not None
+
+
+async def streaming_answers(db: Executor, user_id: uuid.UUID, chat_id: uuid.UUID) -> list[uuid.UUID]:
+    """The answers still streaming in this chat, if it is this user's."""
+    rows = await db.fetch(
+        "SELECT m.id FROM chat_messages m JOIN chats c ON c.id = m.chat_id "
+        "WHERE c.id = $1 AND c.user_id = $2 AND m.status = 'streaming'",
+        chat_id,
+        user_id,
+    )
+    return [row["id"] for row in rows]
+
+
 async def insert_message(
     db: Executor,
     chat_id: uuid.UUID,

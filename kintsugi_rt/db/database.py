@@ -6,7 +6,6 @@ ends with ``unavailable`` in seconds instead of hanging the socket whose frames 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -54,30 +53,41 @@ async def open_pool(dsn: str, settings: Settings) -> asyncpg.Pool:
     return pool
 
 
-@dataclass(slots=True)
 class Database:
-    pool: asyncpg.Pool
-    dsn: str
-    embedded: EmbeddedPostgres | None = None
+    """The node's PostgreSQL: built with the settings (no I/O), opened by ``open()`` at start.
 
-    @classmethod
-    async def open(cls, settings: Settings) -> Database:
-        embedded: EmbeddedPostgres | None = None
-        dsn = settings.database_url
-        if dsn is None:
-            embedded = EmbeddedPostgres(settings.data_dir / "postgres")
-            await embedded.start()
-            dsn = await embedded.ensure_database(EMBEDDED_DATABASE_NAME)
+    Services keep the ``Database`` and take ``pool`` when they run a query, so they can be built
+    before the server starts (and for ``kintsugi-rt protocol-doc``, which never connects).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._pool: asyncpg.Pool | None = None
+        self.dsn = settings.database_url or ""
+        self.embedded: EmbeddedPostgres | None = None
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the database is not open yet (Database.open() runs at start)")
+        return self._pool
+
+    async def open(self) -> None:
+        settings = self._settings
+        if settings.database_url is None:
+            self.embedded = EmbeddedPostgres(settings.data_dir / "postgres")
+            await self.embedded.start()
+            self.dsn = await self.embedded.ensure_database(EMBEDDED_DATABASE_NAME)
         try:
-            pool = await open_pool(dsn, settings)
+            self._pool = await open_pool(self.dsn, settings)
         except BaseException:
-            if embedded is not None:
-                await embedded.stop()
+            if self.embedded is not None:
+                await self.embedded.stop()
             raise
-        log.info("database.connected", embedded=embedded is not None)
-        return cls(pool=pool, dsn=dsn, embedded=embedded)
+        log.info("database.connected", embedded=self.embedded is not None)
 
     async def close(self) -> None:
-        await self.pool.close()
+        if self._pool is not None:
+            await self._pool.close()
         if self.embedded is not None:
             await self.embedded.stop()

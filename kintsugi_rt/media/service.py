@@ -19,14 +19,16 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 
 from kintsugi_rt import errors
+from kintsugi_rt.billing import Tiers
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.errors import ApiError
 from kintsugi_rt.logs import get_logger
+from kintsugi_rt.media.blobs import BlobStore, storage_key
 from kintsugi_rt.media.multipart import MultipartReader, Part, boundary_of, too_large
 from kintsugi_rt.media.sniff import (
     AS_AUDIO,
@@ -39,7 +41,7 @@ from kintsugi_rt.media.sniff import (
     image_size,
     sniff,
 )
-from kintsugi_rt.media.storage import Storage, storage_key
+from kintsugi_rt.media.storage import get_media, insert_media
 
 log = get_logger(__name__)
 
@@ -53,18 +55,8 @@ MAX_FILENAME_CHARS = 255
 
 _UNSAFE_FILENAME = re.compile(r"[\x00-\x1f\x7f]")
 
-AccessCheck = Callable[[AppContext, uuid.UUID, uuid.UUID], Awaitable[bool]]
-"""``(ctx, user_id, media_id) -> bool``: may this user read this media file (not their own)?"""
-
-
-_ACCESS_CHECKS = "media.access_checks"
-
-
-def access_checks(ctx: AppContext) -> list[AccessCheck]:
-    """This node's access checks, to append to from any module's start hook, before or after media's."""
-    found = ctx.services.setdefault(_ACCESS_CHECKS, [])
-    assert isinstance(found, list)
-    return cast("list[AccessCheck]", found)
+AccessCheck = Callable[[uuid.UUID, uuid.UUID], Awaitable[bool]]
+"""``(user_id, media_id) -> bool``: may this user read this media file (not their own)?"""
 
 
 class MediaInfo(msgspec.Struct, omit_defaults=True):
@@ -156,14 +148,26 @@ def clean_filename(raw: str | None) -> str | None:
 
 
 class MediaService:
-    def __init__(self, ctx: AppContext, storage: Storage) -> None:
+    def __init__(self, ctx: AppContext, blobs: BlobStore, *, tiers: Tiers) -> None:
         self.ctx = ctx
-        self.storage = storage
-        # Who else may read a file; the first check that says yes wins. Appended to by other modules.
-        self.access_checks = access_checks(ctx)
+        self.storage = blobs
+        self.tiers = tiers
+        # Who else may read a file; the first check that says yes wins (wiring.py grants them).
+        self.access_checks: list[AccessCheck] = []
+
+    def grant_access(self, check: AccessCheck) -> None:
+        """Let the users ``check`` names read files they did not upload (e.g. a conversation's members)."""
+        self.access_checks.append(check)
+
+    async def start(self) -> None:
+        await self.storage.start()
+        log.info("media.storage", storage=self.storage.name)
+
+    async def stop(self) -> None:
+        await self.storage.close()
 
     async def max_bytes(self, user_id: uuid.UUID) -> int:
-        tier = await self.ctx.db.pool.fetchval("SELECT tier FROM users WHERE id = $1", user_id)
+        tier = await self.tiers.tier_of(user_id)
         settings = self.ctx.settings
         return settings.media_max_bytes_basic if tier in (None, "basic") else settings.media_max_bytes_premium
 
@@ -202,7 +206,7 @@ class MediaService:
                 raise _invalid("file", "This field is required.")
             kind, duration = _form_values(form)
             info = self._describe(received, kind, duration)
-            await self._insert(user_id, info, received.key)
+            await insert_media(self.ctx.db.pool, user_id, info, received.key)
         except BaseException:
             if received is not None:
                 await asyncio.shield(self._discard(received.key))
@@ -328,27 +332,6 @@ class MediaService:
             duration_ms=duration,
         )
 
-    async def _insert(self, owner_id: uuid.UUID, info: MediaInfo, key: str) -> None:
-        await self.ctx.db.pool.execute(
-            """
-            INSERT INTO media (id, owner_id, kind, content_type, size, sha256, filename,
-                               width, height, duration_ms, storage_key, created_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-            """,
-            info.id,
-            owner_id,
-            info.kind,
-            info.content_type,
-            info.size,
-            info.sha256,
-            info.filename,
-            info.width,
-            info.height,
-            info.duration_ms,
-            key,
-            info.created_at,
-        )
-
     async def _discard(self, key: str) -> None:
         try:
             await self.storage.delete(key)
@@ -363,14 +346,7 @@ class MediaService:
             media_id = uuid.UUID(raw_id)
         except ValueError:
             raise not_found() from None
-        row = await self.ctx.db.pool.fetchrow(
-            """
-            SELECT id, owner_id, kind, content_type, size, sha256, filename, width, height,
-                   duration_ms, storage_key, created_at
-            FROM media WHERE id = $1
-            """,
-            media_id,
-        )
+        row = await get_media(self.ctx.db.pool, media_id)
         if row is None or not await self.may_read(user_id, row["owner_id"], media_id):
             raise not_found()
         return _stored(row)
@@ -380,7 +356,7 @@ class MediaService:
             return True
         for check in list(self.access_checks):
             try:
-                if await check(self.ctx, user_id, media_id):
+                if await check(user_id, media_id):
                     return True
             except Exception as exc:
                 log.warning("media.access_check_failed", media_id=str(media_id), error=repr(exc))

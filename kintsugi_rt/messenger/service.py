@@ -143,15 +143,8 @@ class MessengerService:
         if len(others) + 1 > self.settings.messenger_max_members:
             raise SocketError(TOO_MANY_MEMBERS, ERROR_CODES[TOO_MANY_MEMBERS])
         async with pool.acquire() as db, db.transaction():
-            conversation_id: uuid.UUID = await db.fetchval(
-                "INSERT INTO conversations (kind, title, created_by) VALUES ('group', $1, $2) RETURNING id",
-                message.title or "",
-                me,
-            )
-            await db.executemany(
-                "INSERT INTO conversation_members (conversation_id, user_id, role) VALUES ($1, $2, $3)",
-                [(conversation_id, me, "owner"), *((conversation_id, u, "member") for u in others)],
-            )
+            conversation_id = await storage.create_group(db, message.title or "", me)
+            await storage.insert_group_members(db, conversation_id, me, others)
             deliveries, views = await self._view_for_all(db, conversation_id, [me, *others])
         await self._publish(deliveries)
         return ConversationRef(conversation=views[me])
@@ -162,22 +155,13 @@ class MessengerService:
         pool = self.ctx.db.pool
         deliveries: list[streams.DurableDelivery] = []
         async with pool.acquire() as db, db.transaction():
-            conversation_id: uuid.UUID | None = await db.fetchval(
-                "INSERT INTO conversations (kind, direct_key, created_by) VALUES ('direct', $1, $2) "
-                "ON CONFLICT (direct_key) DO NOTHING RETURNING id",
-                key,
-                me,
-            )
+            conversation_id = await storage.create_direct(db, key, me)
             if conversation_id is not None:
-                await db.executemany(
-                    "INSERT INTO conversation_members (conversation_id, user_id, role) "
-                    "VALUES ($1, $2, 'member')",
-                    [(conversation_id, low), (conversation_id, high)],
-                )
+                await storage.insert_direct_members(db, conversation_id, [low, high])
                 deliveries, views = await self._view_for_all(db, conversation_id, [me, other])
                 view: Conversation | None = views[me]
             else:
-                conversation_id = await db.fetchval("SELECT id FROM conversations WHERE direct_key = $1", key)
+                conversation_id = await storage.direct_conversation_id(db, key)
                 assert conversation_id is not None
                 view = await storage.conversation_of(db, me, conversation_id)
         await self._publish(deliveries)
@@ -196,7 +180,7 @@ class MessengerService:
     async def _group_admin(
         self, db: asyncpg.Connection, conversation_id: uuid.UUID, user_id: uuid.UUID
     ) -> str:
-        kind = await db.fetchval("SELECT kind FROM conversations WHERE id = $1 FOR UPDATE", conversation_id)
+        kind = await storage.lock_conversation_kind(db, conversation_id)
         role = await self._member(db, conversation_id, user_id)
         if kind != "group":
             raise SocketError(FORBIDDEN, "Direct conversations have no admins.")
@@ -213,11 +197,7 @@ class MessengerService:
             new = [u for u in new if u not in current]
             if len(current) + len(new) > self.settings.messenger_max_members:
                 raise SocketError(TOO_MANY_MEMBERS, ERROR_CODES[TOO_MANY_MEMBERS])
-            await db.executemany(
-                "INSERT INTO conversation_members (conversation_id, user_id, role, read_seq) "
-                "SELECT $1, $2, 'member', last_seq FROM conversations WHERE id = $1",
-                [(message.conversation_id, u) for u in new],
-            )
+            await storage.add_members(db, message.conversation_id, new)
             deliveries, views = await self._view_for_all(db, message.conversation_id, current + new)
         await self._publish(deliveries)
         return ConversationRef(conversation=views[conn.user_id])
@@ -236,21 +216,12 @@ class MessengerService:
 
     async def leave(self, conn: SocketContext, message: ConversationLeave) -> None:
         async with self.ctx.db.pool.acquire() as db, db.transaction():
-            kind = await db.fetchval(
-                "SELECT kind FROM conversations WHERE id = $1 FOR UPDATE", message.conversation_id
-            )
+            kind = await storage.lock_conversation_kind(db, message.conversation_id)
             role = await self._member(db, message.conversation_id, conn.user_id)
             if kind != "group":
                 raise SocketError(FORBIDDEN, "You cannot leave a direct conversation.")
             if role == "owner":  # hand the group to the longest-standing admin, else member
-                await db.execute(
-                    "UPDATE conversation_members SET role = 'owner' "
-                    "WHERE conversation_id = $1 AND user_id = (SELECT user_id FROM conversation_members "
-                    "WHERE conversation_id = $1 AND user_id <> $2 "
-                    "ORDER BY role = 'admin' DESC, joined_at LIMIT 1)",
-                    message.conversation_id,
-                    conn.user_id,
-                )
+                await storage.hand_over_ownership(db, message.conversation_id, conn.user_id)
             deliveries, _ = await self._drop_member(db, message.conversation_id, conn.user_id)
         await self._publish(deliveries)
 
@@ -258,11 +229,7 @@ class MessengerService:
         self, db: asyncpg.Connection, conversation_id: uuid.UUID, user_id: uuid.UUID
     ) -> tuple[list[streams.DurableDelivery], dict[uuid.UUID, Conversation]]:
         """Remove the member; their ``conversation.removed`` and the remaining members' views."""
-        await db.execute(
-            "DELETE FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
-            conversation_id,
-            user_id,
-        )
+        await storage.delete_member(db, conversation_id, user_id)
         remaining = await storage.member_ids(db, conversation_id)
         await streams.lock(db, [user_id, *remaining])  # two appends: lock all their streams at once
         gone = await self._emit(db, [user_id], ConversationRemoved(conversation_id=conversation_id))
@@ -276,12 +243,7 @@ class MessengerService:
                 raise SocketError(FORBIDDEN, "Only the owner changes roles.")
             if await storage.role_of(db, message.conversation_id, message.user_id) in (None, "owner"):
                 raise _not_found()
-            await db.execute(
-                "UPDATE conversation_members SET role = $3 WHERE conversation_id = $1 AND user_id = $2",
-                message.conversation_id,
-                message.user_id,
-                message.role,
-            )
+            await storage.set_role(db, message.conversation_id, message.user_id, message.role)
             deliveries, views = await self._view_for_all(
                 db, message.conversation_id, await storage.member_ids(db, message.conversation_id)
             )
@@ -298,15 +260,7 @@ class MessengerService:
             held = message.since.get(str(view.id))
             if held is None or held >= view.last_seq or budget <= 0:
                 continue
-            page = await storage.messages_where(
-                pool,
-                conn.user_id,
-                "m.conversation_id = $2 AND m.seq > $3",
-                view.id,
-                held,
-                order="m.seq",
-                limit=budget,
-            )
+            page = await storage.messages_after(pool, conn.user_id, view.id, held, budget)
             found.extend(page)
             budget -= len(page)
         return SyncResult(conversations=views, messages=found)
@@ -331,9 +285,7 @@ class MessengerService:
         original = await storage.message_row(self.ctx.db.pool, message.message_id, conn.user_id)
         if original is None or original["deleted_at"] is not None:
             raise _not_found()
-        attachments = await self.ctx.db.pool.fetch(
-            "SELECT media_id FROM message_attachments WHERE message_id = $1 ORDER BY position", original["id"]
-        )
+        attachments = await storage.attachment_media_ids(self.ctx.db.pool, original["id"])
         return await self._store(
             conn.user_id,
             message.conversation_id,
@@ -341,7 +293,7 @@ class MessengerService:
             original["text"],
             None,
             original["id"],
-            [r["media_id"] for r in attachments],
+            attachments,
             attachments_checked=True,
         )
 
@@ -363,25 +315,19 @@ class MessengerService:
             retried = await storage.sent_before(db, sender, conversation_id, client_msg_id)
             if retried is not None:  # the client retried a send that had worked: same message, no event
                 return MessageRef(message=retried)
-            if reply_to is not None:
-                same = await db.fetchval(
-                    "SELECT 1 FROM messages WHERE id = $1 AND conversation_id = $2", reply_to, conversation_id
+            if reply_to is not None and not await storage.message_in_conversation(
+                db, reply_to, conversation_id
+            ):
+                raise SocketError(
+                    NOT_FOUND, "The message replied to is not in this conversation.", {"field": "reply_to"}
                 )
-                if same is None:
-                    raise SocketError(
-                        NOT_FOUND,
-                        "The message replied to is not in this conversation.",
-                        {"field": "reply_to"},
-                    )
-            if attachments and not attachments_checked:
-                # Only your own uploads can be attached (forwarding carries what you could see).
-                owned = await db.fetchval(
-                    "SELECT count(*) FROM media WHERE id = ANY($1::uuid[]) AND owner_id = $2",
-                    attachments,
-                    sender,
-                )
-                if owned != len(attachments):
-                    raise SocketError(NOT_FOUND, "No such media.", {"field": "attachments"})
+            # Only your own uploads can be attached (forwarding carries what you could see).
+            if (
+                attachments
+                and not attachments_checked
+                and await storage.count_owned_media(db, attachments, sender) != len(attachments)
+            ):
+                raise SocketError(NOT_FOUND, "No such media.", {"field": "attachments"})
             try:
                 async with db.transaction():  # a savepoint: a concurrent retry may take the key first
                     stored = await storage.insert_message(
@@ -401,10 +347,7 @@ class MessengerService:
                     raise
                 return MessageRef(message=twin)
             if attachments:
-                await db.executemany(
-                    "INSERT INTO message_attachments (message_id, media_id, position) VALUES ($1, $2, $3)",
-                    [(stored.id, media_id, i) for i, media_id in enumerate(attachments)],
-                )
+                await storage.attach_media(db, stored.id, attachments)
                 stored.attachments = (await storage.attachments_for(db, [stored.id])).get(stored.id, [])
             delivery = await self._emit(
                 db, await storage.member_ids(db, conversation_id), MessageNew(message=stored)
@@ -422,18 +365,8 @@ class MessengerService:
                 raise SocketError(FORBIDDEN, "Only the author edits a message.")
             if self.ctx.clock.now() - row["created_at"] > self.settings.messenger_edit_window:
                 raise SocketError(EDIT_WINDOW_PASSED, ERROR_CODES[EDIT_WINDOW_PASSED])
-            await db.execute(
-                "INSERT INTO message_versions (message_id, version, text) SELECT $1, "
-                "COALESCE(MAX(version), 0) + 1, $2 FROM message_versions WHERE message_id = $1",
-                message.message_id,
-                row["text"],
-            )
-            await db.execute(
-                "UPDATE messages SET text = $2, edited_at = $3 WHERE id = $1",
-                message.message_id,
-                text,
-                self.ctx.clock.now(),
-            )
+            await storage.save_version(db, message.message_id, row["text"])
+            await storage.set_message_text(db, message.message_id, text, self.ctx.clock.now())
             delivery, ref = await self._announce(db, message.message_id, "edited")
         await self.ctx.events.publish_durable(delivery)
         return ref
@@ -444,29 +377,19 @@ class MessengerService:
             if row is None:
                 raise _not_found()
             if message.scope == "me":
-                await db.execute(
-                    "INSERT INTO message_hidden (message_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                    message.message_id,
-                    conn.user_id,
-                )
+                await storage.hide_message_for(db, message.message_id, conn.user_id)
                 return
             if row["deleted_at"] is not None:
                 return
-            is_admin = row["role"] in ("owner", "admin") and await db.fetchval(
-                "SELECT kind = 'group' FROM conversations WHERE id = $1", row["conversation_id"]
+            is_admin = row["role"] in ("owner", "admin") and await storage.is_group(
+                db, row["conversation_id"]
             )
             if not is_admin:
                 if row["sender_id"] != conn.user_id:
                     raise SocketError(FORBIDDEN, "Only the author (or a group admin) deletes for everyone.")
                 if self.ctx.clock.now() - row["created_at"] > self.settings.messenger_delete_window:
                     raise SocketError(DELETE_WINDOW_PASSED, ERROR_CODES[DELETE_WINDOW_PASSED])
-            await db.execute(
-                "UPDATE messages SET deleted_at = $2, text = NULL, pinned_at = NULL WHERE id = $1",
-                message.message_id,
-                self.ctx.clock.now(),
-            )
-            await db.execute("DELETE FROM message_versions WHERE message_id = $1", message.message_id)
-            await db.execute("DELETE FROM message_reactions WHERE message_id = $1", message.message_id)
+            await storage.tombstone_message(db, message.message_id, self.ctx.clock.now())
             delivery, _ = await self._announce(db, message.message_id, "deleted")
         await self.ctx.events.publish_durable(delivery)
 
@@ -477,20 +400,7 @@ class MessengerService:
             row = await storage.message_row(db, message.message_id, conn.user_id, lock=True)
             if row is None or row["deleted_at"] is not None:
                 raise _not_found()
-            removed = await db.fetchval(
-                "DELETE FROM message_reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3 "
-                "RETURNING 1",
-                message.message_id,
-                conn.user_id,
-                message.emoji,
-            )
-            if removed is None:
-                await db.execute(
-                    "INSERT INTO message_reactions (message_id, user_id, emoji) VALUES ($1, $2, $3)",
-                    message.message_id,
-                    conn.user_id,
-                    message.emoji,
-                )
+            await storage.toggle_reaction(db, message.message_id, conn.user_id, message.emoji)
             delivery, ref = await self._announce(db, message.message_id, "reaction")
         await self.ctx.events.publish_durable(delivery)
         return ref
@@ -500,13 +410,11 @@ class MessengerService:
             row = await storage.message_row(db, message.message_id, conn.user_id, lock=True)
             if row is None or row["deleted_at"] is not None:
                 raise _not_found()
-            kind = await db.fetchval("SELECT kind FROM conversations WHERE id = $1", row["conversation_id"])
+            kind = await storage.conversation_kind(db, row["conversation_id"])
             if kind == "group" and row["role"] not in ("owner", "admin"):
                 raise SocketError(FORBIDDEN, "Only the group's admins pin messages.")
-            await db.execute(
-                "UPDATE messages SET pinned_at = $2 WHERE id = $1",
-                message.message_id,
-                self.ctx.clock.now() if message.pinned else None,
+            await storage.set_pinned_at(
+                db, message.message_id, self.ctx.clock.now() if message.pinned else None
             )
             delivery, ref = await self._announce(
                 db, message.message_id, "pinned" if message.pinned else "unpinned"
@@ -528,26 +436,14 @@ class MessengerService:
         pool = self.ctx.db.pool
         await self._member(pool, message.conversation_id, conn.user_id)
         if message.after_seq is not None:
-            page = await storage.messages_where(
-                pool,
-                conn.user_id,
-                "m.conversation_id = $2 AND m.seq > $3",
-                message.conversation_id,
-                message.after_seq,
-                order="m.seq",
-                limit=message.limit + 1,
+            page = await storage.messages_after(
+                pool, conn.user_id, message.conversation_id, message.after_seq, message.limit + 1
             )
             more = len(page) > message.limit
             return MessagePage(messages=page[: message.limit], has_more=more)
         before = message.before_seq if message.before_seq is not None else 2**62
-        page = await storage.messages_where(
-            pool,
-            conn.user_id,
-            "m.conversation_id = $2 AND m.seq < $3",
-            message.conversation_id,
-            before,
-            order="m.seq DESC",
-            limit=message.limit + 1,
+        page = await storage.messages_before(
+            pool, conn.user_id, message.conversation_id, before, message.limit + 1
         )
         more = len(page) > message.limit
         return MessagePage(messages=list(reversed(page[: message.limit])), has_more=more)
@@ -556,34 +452,19 @@ class MessengerService:
         pool = self.ctx.db.pool
         if message.conversation_id is not None:
             await self._member(pool, message.conversation_id, conn.user_id)
-        page = await storage.messages_where(
-            pool,
-            conn.user_id,
-            "m.search @@ websearch_to_tsquery('simple', $2) AND m.deleted_at IS NULL "
-            "AND m.conversation_id IN (SELECT conversation_id FROM conversation_members WHERE user_id = $1) "
-            "AND ($3::uuid IS NULL OR m.conversation_id = $3)",
-            message.query,
-            message.conversation_id,
-            order="m.created_at DESC",
-            limit=message.limit,
+        page = await storage.search_messages(
+            pool, conn.user_id, message.query, message.conversation_id, message.limit
         )
         return MessagePage(messages=page, has_more=False)
 
     async def read(self, conn: SocketContext, message: MessageRead) -> None:
         pool = self.ctx.db.pool
         async with pool.acquire() as db, db.transaction():
-            moved = await db.fetchval(
-                "UPDATE conversation_members cm SET read_seq = LEAST($3, c.last_seq) FROM conversations c "
-                "WHERE cm.conversation_id = $1 AND cm.user_id = $2 AND c.id = cm.conversation_id "
-                "AND cm.read_seq < LEAST($3, c.last_seq) RETURNING cm.read_seq",
-                message.conversation_id,
-                conn.user_id,
-                message.seq,
-            )
+            moved = await storage.advance_read_mark(db, message.conversation_id, conn.user_id, message.seq)
             if moved is None:
                 await self._member(db, message.conversation_id, conn.user_id)  # not_found for outsiders
                 return  # a high-water mark never moves back
-            shares = await db.fetchval("SELECT read_receipts FROM users WHERE id = $1", conn.user_id)
+            shares = await storage.shares_read_receipts(db, conn.user_id)
             members = await storage.member_ids(db, message.conversation_id)
             audience = members if shares else [conn.user_id]  # my other devices always learn it
             receipt = ReadReceipt(conversation_id=message.conversation_id, user_id=conn.user_id, seq=moved)
@@ -591,9 +472,7 @@ class MessengerService:
         await self.ctx.events.publish_durable(delivery)
 
     async def receipts(self, conn: SocketContext, message: ReceiptsSet) -> None:
-        await self.ctx.db.pool.execute(
-            "UPDATE users SET read_receipts = $2 WHERE id = $1", conn.user_id, message.enabled
-        )
+        await storage.set_read_receipts(self.ctx.db.pool, conn.user_id, message.enabled)
 
     async def typing(self, conn: SocketContext, message: Typing) -> None:
         key = (conn.conn_id, message.conversation_id)
@@ -615,10 +494,8 @@ class MessengerService:
 
     async def audience(self, user_id: uuid.UUID) -> set[uuid.UUID]:
         """Presence: the users who share a conversation with ``user_id``."""
-        rows = await self.ctx.db.pool.fetch(
-            "SELECT DISTINCT other.user_id FROM conversation_members mine "
-            "JOIN conversation_members other ON other.conversation_id = mine.conversation_id "
-            "WHERE mine.user_id = $1",
-            user_id,
-        )
-        return {r["user_id"] for r in rows}
+        return await storage.audience_of(self.ctx.db.pool, user_id)
+
+    async def can_see_media(self, user_id: uuid.UUID, media_id: uuid.UUID) -> bool:
+        """Media: the members of a conversation may read the files sent to it."""
+        return await storage.can_see_media(self.ctx.db.pool, user_id, media_id)

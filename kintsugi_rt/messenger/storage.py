@@ -326,3 +326,300 @@ async def insert_message(
     if row is None:  # the caller checked membership, so the conversation exists
         raise LookupError(f"conversation {conversation_id} not found")
     return _message(row)
+
+
+# --- pages of messages --------------------------------------------------------------------------
+
+
+async def messages_after(
+    db: Executor, viewer: uuid.UUID, conversation_id: uuid.UUID, after_seq: int, limit: int
+) -> list[Message]:
+    """Up to ``limit`` of the conversation's messages after ``after_seq``, oldest first."""
+    return await messages_where(
+        db,
+        viewer,
+        "m.conversation_id = $2 AND m.seq > $3",
+        conversation_id,
+        after_seq,
+        order="m.seq",
+        limit=limit,
+    )
+
+
+async def messages_before(
+    db: Executor, viewer: uuid.UUID, conversation_id: uuid.UUID, before_seq: int, limit: int
+) -> list[Message]:
+    """Up to ``limit`` of the conversation's messages before ``before_seq``, newest first."""
+    return await messages_where(
+        db,
+        viewer,
+        "m.conversation_id = $2 AND m.seq < $3",
+        conversation_id,
+        before_seq,
+        order="m.seq DESC",
+        limit=limit,
+    )
+
+
+async def search_messages(
+    db: Executor, viewer: uuid.UUID, query: str, conversation_id: uuid.UUID | None, limit: int
+) -> list[Message]:
+    """Full-text matches (``simple`` configuration, so any language) among the messages of the viewer's
+    conversations (or of ``conversation_id`` only), newest first; deleted messages never match."""
+    return await messages_where(
+        db,
+        viewer,
+        "m.search @@ websearch_to_tsquery('simple', $2) AND m.deleted_at IS NULL "
+        "AND m.conversation_id IN (SELECT conversation_id FROM conversation_members WHERE user_id = $1) "
+        "AND ($3::uuid IS NULL OR m.conversation_id = $3)",
+        query,
+        conversation_id,
+        order="m.created_at DESC",
+        limit=limit,
+    )
+
+
+# --- conversations and members ------------------------------------------------------------------
+
+
+async def create_group(db: Executor, title: str, created_by: uuid.UUID) -> uuid.UUID:
+    conversation_id: uuid.UUID = await db.fetchval(
+        "INSERT INTO conversations (kind, title, created_by) VALUES ('group', $1, $2) RETURNING id",
+        title,
+        created_by,
+    )
+    return conversation_id
+
+
+async def insert_group_members(
+    db: Executor, conversation_id: uuid.UUID, owner: uuid.UUID, members: list[uuid.UUID]
+) -> None:
+    """A new group's first members: its owner, then the others as plain members."""
+    await db.executemany(
+        "INSERT INTO conversation_members (conversation_id, user_id, role) VALUES ($1, $2, $3)",
+        [(conversation_id, owner, "owner"), *((conversation_id, u, "member") for u in members)],
+    )
+
+
+async def create_direct(db: Executor, direct_key: str, created_by: uuid.UUID) -> uuid.UUID | None:
+    """The new direct conversation's id; ``None`` when the pair's one already exists (the unique key on
+    ``direct_key`` makes two concurrent creates agree)."""
+    conversation_id: uuid.UUID | None = await db.fetchval(
+        "INSERT INTO conversations (kind, direct_key, created_by) VALUES ('direct', $1, $2) "
+        "ON CONFLICT (direct_key) DO NOTHING RETURNING id",
+        direct_key,
+        created_by,
+    )
+    return conversation_id
+
+
+async def insert_direct_members(db: Executor, conversation_id: uuid.UUID, user_ids: list[uuid.UUID]) -> None:
+    await db.executemany(
+        "INSERT INTO conversation_members (conversation_id, user_id, role) VALUES ($1, $2, 'member')",
+        [(conversation_id, u) for u in user_ids],
+    )
+
+
+async def direct_conversation_id(db: Executor, direct_key: str) -> uuid.UUID | None:
+    conversation_id: uuid.UUID | None = await db.fetchval(
+        "SELECT id FROM conversations WHERE direct_key = $1", direct_key
+    )
+    return conversation_id
+
+
+async def lock_conversation_kind(db: Executor, conversation_id: uuid.UUID) -> str | None:
+    """The conversation's kind, locking its row until commit: membership changes of one conversation
+    take turns. ``None`` when there is no such conversation."""
+    kind: str | None = await db.fetchval(
+        "SELECT kind FROM conversations WHERE id = $1 FOR UPDATE", conversation_id
+    )
+    return kind
+
+
+async def conversation_kind(db: Executor, conversation_id: uuid.UUID) -> str | None:
+    kind: str | None = await db.fetchval("SELECT kind FROM conversations WHERE id = $1", conversation_id)
+    return kind
+
+
+async def is_group(db: Executor, conversation_id: uuid.UUID) -> bool:
+    found: bool | None = await db.fetchval(
+        "SELECT kind = 'group' FROM conversations WHERE id = $1", conversation_id
+    )
+    return bool(found)
+
+
+async def add_members(db: Executor, conversation_id: uuid.UUID, user_ids: list[uuid.UUID]) -> None:
+    """Add plain members, each with a read mark at the conversation's last seq (no history unread)."""
+    await db.executemany(
+        "INSERT INTO conversation_members (conversation_id, user_id, role, read_seq) "
+        "SELECT $1, $2, 'member', last_seq FROM conversations WHERE id = $1",
+        [(conversation_id, u) for u in user_ids],
+    )
+
+
+async def hand_over_ownership(db: Executor, conversation_id: uuid.UUID, leaving: uuid.UUID) -> None:
+    """Make the longest-standing admin (else member) other than ``leaving`` the group's owner."""
+    await db.execute(
+        "UPDATE conversation_members SET role = 'owner' "
+        "WHERE conversation_id = $1 AND user_id = (SELECT user_id FROM conversation_members "
+        "WHERE conversation_id = $1 AND user_id <> $2 "
+        "ORDER BY role = 'admin' DESC, joined_at LIMIT 1)",
+        conversation_id,
+        leaving,
+    )
+
+
+async def delete_member(db: Executor, conversation_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    await db.execute(
+        "DELETE FROM conversation_members WHERE conversation_id = $1 AND user_id = $2",
+        conversation_id,
+        user_id,
+    )
+
+
+async def set_role(db: Executor, conversation_id: uuid.UUID, user_id: uuid.UUID, role: str) -> None:
+    await db.execute(
+        "UPDATE conversation_members SET role = $3 WHERE conversation_id = $1 AND user_id = $2",
+        conversation_id,
+        user_id,
+        role,
+    )
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+
+async def attachment_media_ids(db: Executor, message_id: uuid.UUID) -> list[uuid.UUID]:
+    """The media attached to a message, in their order."""
+    rows = await db.fetch(
+        "SELECT media_id FROM message_attachments WHERE message_id = $1 ORDER BY position", message_id
+    )
+    return [r["media_id"] for r in rows]
+
+
+async def message_in_conversation(db: Executor, message_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+    found = await db.fetchval(
+        "SELECT 1 FROM messages WHERE id = $1 AND conversation_id = $2", message_id, conversation_id
+    )
+    return found is not None
+
+
+async def count_owned_media(db: Executor, media_ids: list[uuid.UUID], owner: uuid.UUID) -> int:
+    """How many of ``media_ids`` are ``owner``'s own uploads."""
+    count: int = await db.fetchval(
+        "SELECT count(*) FROM media WHERE id = ANY($1::uuid[]) AND owner_id = $2",
+        media_ids,
+        owner,
+    )
+    return count
+
+
+async def attach_media(db: Executor, message_id: uuid.UUID, media_ids: list[uuid.UUID]) -> None:
+    """Attach the media to the message, keeping their order."""
+    await db.executemany(
+        "INSERT INTO message_attachments (message_id, media_id, position) VALUES ($1, $2, $3)",
+        [(message_id, media_id, i) for i, media_id in enumerate(media_ids)],
+    )
+
+
+async def save_version(db: Executor, message_id: uuid.UUID, text: str | None) -> None:
+    """Keep the message's text before an edit as its next version (1 for the first edit)."""
+    await db.execute(
+        "INSERT INTO message_versions (message_id, version, text) SELECT $1, "
+        "COALESCE(MAX(version), 0) + 1, $2 FROM message_versions WHERE message_id = $1",
+        message_id,
+        text,
+    )
+
+
+async def set_message_text(db: Executor, message_id: uuid.UUID, text: str, edited_at: datetime) -> None:
+    await db.execute(
+        "UPDATE messages SET text = $2, edited_at = $3 WHERE id = $1",
+        message_id,
+        text,
+        edited_at,
+    )
+
+
+async def hide_message_for(db: Executor, message_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """Hide the message from this user only (deleting it "for me"); hiding it twice is harmless."""
+    await db.execute(
+        "INSERT INTO message_hidden (message_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        message_id,
+        user_id,
+    )
+
+
+async def tombstone_message(db: Executor, message_id: uuid.UUID, deleted_at: datetime) -> None:
+    """Delete the message for everyone: a tombstone with no text and no pin, its earlier versions and
+    its reactions erased."""
+    await db.execute(
+        "UPDATE messages SET deleted_at = $2, text = NULL, pinned_at = NULL WHERE id = $1",
+        message_id,
+        deleted_at,
+    )
+    await db.execute("DELETE FROM message_versions WHERE message_id = $1", message_id)
+    await db.execute("DELETE FROM message_reactions WHERE message_id = $1", message_id)
+
+
+async def toggle_reaction(db: Executor, message_id: uuid.UUID, user_id: uuid.UUID, emoji: str) -> None:
+    """Remove the user's reaction with this emoji if they had it, else add it."""
+    removed = await db.fetchval(
+        "DELETE FROM message_reactions WHERE message_id = $1 AND user_id = $2 AND emoji = $3 RETURNING 1",
+        message_id,
+        user_id,
+        emoji,
+    )
+    if removed is None:
+        await db.execute(
+            "INSERT INTO message_reactions (message_id, user_id, emoji) VALUES ($1, $2, $3)",
+            message_id,
+            user_id,
+            emoji,
+        )
+
+
+async def set_pinned_at(db: Executor, message_id: uuid.UUID, pinned_at: datetime | None) -> None:
+    """Pin the message (at ``pinned_at``) or, with ``None``, unpin it."""
+    await db.execute("UPDATE messages SET pinned_at = $2 WHERE id = $1", message_id, pinned_at)
+
+
+# --- read state and presence --------------------------------------------------------------------
+
+
+async def advance_read_mark(
+    db: Executor, conversation_id: uuid.UUID, user_id: uuid.UUID, seq: int
+) -> int | None:
+    """Move the member's read mark forward to ``seq`` (never past the conversation's last seq).
+
+    The new mark; ``None`` when it did not move (it never moves back) or the user is not a member."""
+    moved: int | None = await db.fetchval(
+        "UPDATE conversation_members cm SET read_seq = LEAST($3, c.last_seq) FROM conversations c "
+        "WHERE cm.conversation_id = $1 AND cm.user_id = $2 AND c.id = cm.conversation_id "
+        "AND cm.read_seq < LEAST($3, c.last_seq) RETURNING cm.read_seq",
+        conversation_id,
+        user_id,
+        seq,
+    )
+    return moved
+
+
+async def shares_read_receipts(db: Executor, user_id: uuid.UUID) -> bool:
+    """Whether the user lets others see their read mark."""
+    shares: bool | None = await db.fetchval("SELECT read_receipts FROM users WHERE id = $1", user_id)
+    return bool(shares)
+
+
+async def set_read_receipts(db: Executor, user_id: uuid.UUID, enabled: bool) -> None:
+    await db.execute("UPDATE users SET read_receipts = $2 WHERE id = $1", user_id, enabled)
+
+
+async def audience_of(db: Executor, user_id: uuid.UUID) -> set[uuid.UUID]:
+    """The users who share a conversation with ``user_id`` (themselves included): who sees their presence."""
+    rows = await db.fetch(
+        "SELECT DISTINCT other.user_id FROM conversation_members mine "
+        "JOIN conversation_members other ON other.conversation_id = mine.conversation_id "
+        "WHERE mine.user_id = $1",
+        user_id,
+    )
+    return {r["user_id"] for r in rows}

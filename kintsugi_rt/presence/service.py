@@ -18,6 +18,7 @@ from datetime import datetime
 
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.logs import get_logger
+from kintsugi_rt.presence import storage
 from kintsugi_rt.presence.frames import (
     Presence,
     PresenceState,
@@ -88,11 +89,7 @@ class PresenceService:
             await self._offline(uuid.UUID(user))
 
     async def _offline(self, user_id: uuid.UUID) -> None:
-        last_seen: datetime | None = await self._ctx.db.pool.fetchval(
-            "UPDATE users SET last_seen_at = $2 WHERE id = $1 RETURNING last_seen_at",
-            user_id,
-            self._ctx.clock.now(),
-        )
+        last_seen = await storage.set_last_seen(self._ctx.db.pool, user_id, self._ctx.clock.now())
         await self._announce(user_id, "offline", last_seen)
 
     async def _announce(self, user_id: uuid.UUID, status: str, last_seen: datetime | None) -> None:
@@ -136,15 +133,13 @@ class PresenceService:
     # --- queries and handlers ------------------------------------------------------------------
 
     async def states(self, user_ids: list[uuid.UUID]) -> list[UserPresence]:
-        rows = await self._ctx.db.pool.fetch(
-            "SELECT id, last_seen_at FROM users WHERE id = ANY($1::uuid[])", user_ids
-        )
-        online = await self.store.online([str(row["id"]) for row in rows])
+        rows = await storage.last_seen_of(self._ctx.db.pool, user_ids)
+        online = await self.store.online([str(user_id) for user_id, _ in rows])
         return [
-            UserPresence(user_id=row["id"], status="online", last_seen=None)
-            if str(row["id"]) in online
-            else UserPresence(user_id=row["id"], status="offline", last_seen=row["last_seen_at"])
-            for row in rows
+            UserPresence(user_id=user_id, status="online", last_seen=None)
+            if str(user_id) in online
+            else UserPresence(user_id=user_id, status="offline", last_seen=last_seen)
+            for user_id, last_seen in rows
         ]
 
     async def watch(self, conn: SocketContext, message: PresenceWatch) -> PresenceState:

@@ -16,12 +16,13 @@ import contextlib
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from kintsugi_rt import metrics, outages
+from kintsugi_rt.db.database import Database
 from kintsugi_rt.logs import get_logger
 from kintsugi_rt.socket import streams
 from kintsugi_rt.socket.codec import Format, encode_json, json_to_msgpack, with_position
@@ -40,9 +41,6 @@ from kintsugi_rt.socket.protocol import (
     close_label,
 )
 from kintsugi_rt.socket.transport import TRANSPORT_KEY
-
-if TYPE_CHECKING:
-    from kintsugi_rt.context import AppContext
 
 log = get_logger(__name__)
 
@@ -103,6 +101,7 @@ class Connection:
 
     __slots__ = (
         "_abort_timer",
+        "_db",
         "_held",
         "_limit",
         "_max_replay",
@@ -111,7 +110,6 @@ class Connection:
         "_topics",
         "_topics_changed",
         "_writer",
-        "app",
         "closing",
         "conn_id",
         "delivered",
@@ -129,15 +127,18 @@ class Connection:
     def __init__(
         self,
         websocket: WebSocket,
-        app: AppContext,
         fmt: Format,
         user_id: uuid.UUID,
         session_id: uuid.UUID,
         head: streams.StreamHead,
         topics_changed: Any,
+        *,
+        db: Database,
+        queue_bytes: int,
+        max_replay: int,
     ) -> None:
         self.websocket = websocket
-        self.app = app
+        self._db = db  # replays and gap fills read the user's stream
         self.fmt = fmt
         self.conn_id = uuid.uuid4().hex
         self.user_id = user_id
@@ -148,9 +149,8 @@ class Connection:
         self.delivered = head.pos  # the last position written to this client, contiguous
         self._topics: set[str] | None = None
         self._topics_changed = topics_changed
-        settings = app.settings
-        self._limit = settings.ws_outbound_queue_bytes
-        self._max_replay = settings.ws_max_replay
+        self._limit = queue_bytes
+        self._max_replay = max_replay
         self._queue: deque[_Item] | None = None  # only while there is something to write
         self._queued_bytes = 0
         self._held: list[_Item] | None = []  # durable events waiting for the sync point
@@ -372,7 +372,7 @@ class Connection:
 
     async def _fill_gap(self, upto: int) -> None:
         rows = await streams.read_range(
-            self.app.db.pool, self.user_id, self.delivered, upto, upto - self.delivered
+            self._db.pool, self.user_id, self.delivered, upto, upto - self.delivered
         )
         metrics.STREAM_GAP_FILLS.inc(len(rows))
         if len(rows) != upto - self.delivered:
@@ -389,7 +389,7 @@ class Connection:
         return body_json if self.fmt is Format.JSON else json_to_msgpack(body_json)
 
     async def _resume(self, request: Resume) -> None:
-        pool = self.app.db.pool
+        pool = self._db.pool
         head = await streams.head(pool, self.user_id)
         # After the sync point, events past start_pos were already written live on this socket.
         upto = head.pos if self.delivered == self.start_pos else self.start_pos

@@ -17,10 +17,10 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable
 
-import asyncpg
 import msgspec
 
 from kintsugi_rt import metrics
+from kintsugi_rt.db.database import Database
 from kintsugi_rt.logs import get_logger
 from kintsugi_rt.socket import streams
 from kintsugi_rt.socket.codec import encode_json
@@ -40,9 +40,9 @@ _RETRY_MAX_SECONDS = 2.0
 
 
 class Events:
-    def __init__(self, hub: Hub, pool: asyncpg.Pool, *, max_deferred: int = MAX_DEFERRED) -> None:
+    def __init__(self, hub: Hub, db: Database, *, max_deferred: int = MAX_DEFERRED) -> None:
         self._hub = hub
-        self._pool = pool
+        self._db = db
         self._signal_handlers: dict[str, SignalHandler] = {}
         self._deferred: deque[Envelope] = deque(maxlen=max_deferred)
         self._retrier: asyncio.Task[None] | None = None
@@ -55,7 +55,7 @@ class Events:
 
     async def emit(self, user_ids: Iterable[uuid.UUID], event: ServerMessage) -> DurableDelivery:
         """Append a durable event to each user's stream (its own transaction) and deliver it."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with self._db.pool.acquire() as conn, conn.transaction():
             delivery = await streams.append(conn, list(user_ids), event)
         await self.publish_durable(delivery)
         return delivery

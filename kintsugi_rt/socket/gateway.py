@@ -2,28 +2,30 @@
 
 The gateway owns the connection's life: the auth handshake, token renewal and expiry, frame rate
 limits, decoding, replies, and the resume hand-off to the connection's writer. It knows no feature:
-it dispatches by the ``type`` tag to whatever the registry holds.
+it resolves tokens with the ``authenticate`` callable it is given and dispatches by the ``type`` tag
+to whatever the registry holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import MutableMapping
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from starlette.datastructures import QueryParams
 from starlette.websockets import WebSocket
 
 from kintsugi_rt import metrics, outages
-from kintsugi_rt.auth.routes import bearer_token
-from kintsugi_rt.auth.service import AuthService, Principal
-from kintsugi_rt.context import AppContext
+from kintsugi_rt.clock import Clock
+from kintsugi_rt.db.database import Database
 from kintsugi_rt.errors import ApiError
 from kintsugi_rt.inputs import find_unstorable
 from kintsugi_rt.logs import get_logger
+from kintsugi_rt.settings import Settings
 from kintsugi_rt.socket import protocol, streams
 from kintsugi_rt.socket.codec import Format, encode_json
 from kintsugi_rt.socket.connection import Connection
@@ -39,7 +41,7 @@ from kintsugi_rt.socket.protocol import (
     close_label,
 )
 from kintsugi_rt.socket.registry import SocketError, SocketRegistry, message_type
-from kintsugi_rt.web import describe_validation_error
+from kintsugi_rt.web import bearer_token, describe_validation_error
 
 log = get_logger(__name__)
 
@@ -113,14 +115,42 @@ class _FrameBudget:
         return max(1, int((1 - self._tokens) / self._rate * 1000) + 1)
 
 
+class Identity(Protocol):
+    """Who a token belongs to, as far as the socket cares."""
+
+    @property
+    def user_id(self) -> uuid.UUID: ...
+
+    @property
+    def session_id(self) -> uuid.UUID: ...
+
+    @property
+    def expires_at(self) -> datetime: ...
+
+
+# Resolves an access token, or raises a 401 ``ApiError`` (its code and message go to the client).
+Authenticate = Callable[[str], Awaitable[Identity]]
+
+
 class Gateway:
     def __init__(
-        self, app: AppContext, registry: SocketRegistry, local: LocalConnections, auth: AuthService
+        self,
+        *,
+        settings: Settings,
+        clock: Clock,
+        db: Database,
+        registry: SocketRegistry,
+        local: LocalConnections,
+        authenticate: Authenticate,
+        features: dict[str, str],
     ) -> None:
-        self.app = app
+        self.settings = settings
+        self.clock = clock
+        self.db = db
         self.registry = registry
         self.local = local
-        self.auth = auth
+        self.authenticate = authenticate
+        self.features = features  # what is on or off on this node, told to clients in ``hello``
 
     # --- handshake ---------------------------------------------------------------------------
 
@@ -148,7 +178,7 @@ class Gateway:
 
     async def _open(self, websocket: WebSocket) -> Connection | None:
         """Accept, authenticate and register the connection; ``None`` if it was refused."""
-        settings = self.app.settings
+        settings = self.settings
         requested = websocket.scope.get("subprotocols") or []
         fmt = Format.MSGPACK if protocol.SUBPROTOCOL_MSGPACK in requested else Format.JSON
         subprotocol = None
@@ -182,7 +212,7 @@ class Gateway:
             token, auth_request_id = frame.token, frame.id
 
         try:
-            principal = await self.auth.authenticate(token)
+            principal = await self.authenticate(token)
             return await self._connect(websocket, fmt, principal, auth_request_id)
         except ApiError as exc:
             await self._reject(websocket, fmt, protocol.CLOSE_UNAUTHORIZED, exc.message, exc.code)
@@ -250,20 +280,28 @@ class Gateway:
     # --- the authenticated connection ----------------------------------------------------------
 
     async def _connect(
-        self, websocket: WebSocket, fmt: Format, principal: Principal, auth_request_id: str | None
+        self, websocket: WebSocket, fmt: Format, principal: Identity, auth_request_id: str | None
     ) -> Connection:
-        settings = self.app.settings
-        if len(self.local.by_user.get(str(principal.user.id), ())) >= settings.ws_max_sockets_per_user:
-            log.info("ws.too_many_connections", user_id=str(principal.user.id))
+        settings = self.settings
+        if len(self.local.by_user.get(str(principal.user_id), ())) >= settings.ws_max_sockets_per_user:
+            log.info("ws.too_many_connections", user_id=str(principal.user_id))
             raise _Refused(
                 protocol.CLOSE_TOO_MANY_CONNECTIONS,
                 protocol.TOO_MANY_CONNECTIONS,
                 f"You have {settings.ws_max_sockets_per_user} connections open already; "
                 "close one (another tab or device) first.",
             )
-        head = await streams.head(self.app.db.pool, principal.user.id)
+        head = await streams.head(self.db.pool, principal.user_id)
         conn = Connection(
-            websocket, self.app, fmt, principal.user.id, principal.session_id, head, self.local.topic_changed
+            websocket,
+            fmt,
+            principal.user_id,
+            principal.session_id,
+            head,
+            self.local.topic_changed,
+            db=self.db,
+            queue_bytes=settings.ws_outbound_queue_bytes,
+            max_replay=settings.ws_max_replay,
         )
         self.local.add(conn)
         log.info("ws.connected", format=fmt.value, conn_id=conn.conn_id, user_id=conn.user_key)
@@ -271,13 +309,13 @@ class Gateway:
             conn.encode(
                 Hello(
                     conn_id=conn.conn_id,
-                    user_id=principal.user.id,
+                    user_id=principal.user_id,
                     epoch=head.epoch,
                     pos=head.pos,
                     expires_at=int(principal.expires_at.timestamp()),
                     protocol="json" if fmt is Format.JSON else "msgpack",
                     resume_grace_ms=int(settings.ws_resume_grace.total_seconds() * 1000),
-                    features=self.app.features,
+                    features=self.features,
                 )
             )
         )
@@ -305,7 +343,7 @@ class Gateway:
         """A timer (not a task: cheaper per idle socket) that closes the socket when the token expires."""
         if conn.expiry is not None:
             conn.expiry.cancel()
-        delay = max(0.0, (expires_at - self.app.clock.now()).total_seconds())
+        delay = max(0.0, (expires_at - self.clock.now()).total_seconds())
         conn.expiry = asyncio.get_running_loop().call_later(delay, self._expired, conn)
 
     @staticmethod
@@ -320,7 +358,7 @@ class Gateway:
         )
 
     async def _read_loop(self, conn: Connection) -> None:
-        rule = self.app.settings.ws_rate_limit
+        rule = self.settings.ws_rate_limit
         budget = _FrameBudget(rule.limit, rule.window.total_seconds())
         websocket = conn.websocket
         while True:
@@ -402,14 +440,14 @@ class Gateway:
 
     async def _renew(self, conn: Connection, frame: Auth) -> None:
         try:
-            principal = await self.auth.authenticate(frame.token)
+            principal = await self.authenticate(frame.token)
         except ApiError as exc:
             self._reply_error(conn, frame.id, exc.code, exc.message, None)
             return
         except Exception as exc:
             self._reply_failure(conn, "auth", frame.id, exc)
             return
-        if principal.user.id != conn.user_id:
+        if principal.user_id != conn.user_id:
             self._reply_error(conn, frame.id, protocol.FORBIDDEN, "That token belongs to another user.", None)
             return
         conn.session_id = principal.session_id

@@ -9,9 +9,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 
-import asyncpg
-
 from kintsugi_rt import metrics
+from kintsugi_rt.db.database import Database
 from kintsugi_rt.socket import streams
 from kintsugi_rt.socket.codec import Format, json_to_msgpack
 from kintsugi_rt.socket.connection import Connection
@@ -114,13 +113,13 @@ class LocalConnections:
         for conn in targets:
             conn.close(envelope.close_code, error)
 
-    async def catch_up(self, pool: asyncpg.Pool) -> None:
+    async def catch_up(self, db: Database) -> None:
         """After the hub was lost: every socket gets what its stream holds beyond what it was sent."""
         metrics.HUB_RESYNCS.inc()
         users = {conn.user_id for conn in self.by_id.values()}
         if not users:
             return
-        positions = await streams.heads(pool, list(users))
+        positions = await streams.heads(db.pool, list(users))
         for conn in list(self.by_id.values()):
             head = positions.get(conn.user_id)
             if head is not None:

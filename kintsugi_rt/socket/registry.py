@@ -9,15 +9,12 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import Any, Protocol, Union
 
 import msgspec
 
 from kintsugi_rt.inputs import unbounded_ints
 from kintsugi_rt.socket.protocol import ClientMessage, ServerMessage
-
-if TYPE_CHECKING:
-    from kintsugi_rt.context import AppContext
 
 
 class SocketError(Exception):
@@ -33,7 +30,6 @@ class SocketError(Exception):
 class SocketContext(Protocol):
     """What a handler knows about the connection it serves; the gateway's ``Connection`` is one."""
 
-    app: AppContext
     conn_id: str
     user_id: uuid.UUID
     session_id: uuid.UUID
@@ -52,17 +48,9 @@ class SocketContext(Protocol):
 
 
 Result = msgspec.Struct | dict[str, Any] | None
+# Usually a bound method of the module's service: ``SocketHandler(ChatCreate, chat.create, example)``.
 Handler = Callable[[SocketContext, Any], Awaitable[Result]]
 LifecycleHook = Callable[[SocketContext], Awaitable[None]]
-
-
-def service_handler(service: str, method: Callable[[Any, SocketContext, Any], Awaitable[Result]]) -> Handler:
-    """A handler that calls ``method`` on the object a module keeps in ``ctx.services[service]``."""
-
-    async def handle(conn: SocketContext, message: Any) -> Result:
-        return await method(conn.app.services[service], conn, message)
-
-    return handle
 
 
 @dataclass(frozen=True, slots=True)

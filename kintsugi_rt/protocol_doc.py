@@ -1,4 +1,4 @@
-"""The protocol, described from the msgspec types themselves.
+"""The protocol, described from the msgspec types of the registry it is given.
 
 ``kintsugi-rt schema`` prints a JSON Schema of every frame; ``kintsugi-rt protocol-doc`` prints
 ``docs/protocol.md``. A test checks the committed doc matches, so it cannot drift from the code.
@@ -7,62 +7,26 @@
 from __future__ import annotations
 
 import inspect
-import uuid
 from typing import Any, Union
 
 import msgspec
 
-from kintsugi_rt.modules import enabled_modules
 from kintsugi_rt.socket import protocol
 from kintsugi_rt.socket.codec import encode_json
-from kintsugi_rt.socket.protocol import (
-    CORE_CLIENT_MESSAGES,
-    Auth,
-    ClientMessage,
-    Error,
-    Hello,
-    Ping,
-    Pong,
-    Resume,
-    Resumed,
-    ResyncRequired,
-    ServerMessage,
-)
+from kintsugi_rt.socket.examples import CORE_CLIENT_EXAMPLES, CORE_SERVER_EXAMPLES
+from kintsugi_rt.socket.protocol import ClientMessage, ServerMessage
 from kintsugi_rt.socket.registry import SocketRegistry, message_type
-
-_USER = uuid.UUID("2b0f6c1e-5d0a-4a4e-9a1c-3f1f8f0e7a21")
-_EPOCH = "9d8c7b6a-5f4e-4d3c-8b2a-1a0f9e8d7c6b"
-
-_CORE_CLIENT: list[tuple[ClientMessage, dict[str, Any] | None]] = [
-    (Auth(id="a1", token="eyJhbGciOiJIUzI1NiIs..."), {"expires_at": 1795736223}),  # noqa: S106
-    (Ping(id="p1"), None),
-    (Resume(id="r1", epoch=_EPOCH, pos=41), None),
-]
-_CORE_SERVER: list[ServerMessage] = [
-    Hello(
-        conn_id="3efe11db15f749fab165f59cd8f5f206",
-        user_id=_USER,
-        epoch=_EPOCH,
-        pos=41,
-        expires_at=1795736223,
-        protocol="json",
-        resume_grace_ms=1000,
-        features={},
-    ),
-    Error(code="bad_request", message="Expected `str`, got `int`", id="m7", details={"field": "user_ids[0]"}),
-    Pong(id="p1"),
-    Resumed(epoch=_EPOCH, pos=45, replayed=4, id="r1"),
-    ResyncRequired(epoch=_EPOCH, pos=2045, reason="beyond_window", id="r1"),
-]
 
 
 def build_registry() -> SocketRegistry:
-    return SocketRegistry(CORE_CLIENT_MESSAGES, [m.socket for m in enabled_modules()])
+    """The registry a node builds (every module's frames and examples), without starting anything."""
+    from kintsugi_rt.wiring import build_services, documentation_settings
+
+    return build_services(documentation_settings()).registry
 
 
-def json_schema() -> dict[str, Any]:
-    registry = build_registry()
-    server_types = [type(m) for m in _CORE_SERVER] + [e.message for e in registry.events]
+def json_schema(registry: SocketRegistry) -> dict[str, Any]:
+    server_types = [type(m) for m in CORE_SERVER_EXAMPLES] + [e.message for e in registry.events]
     client_union: Any = Union[registry.client_types]  # noqa: UP007 - a runtime union of classes
     server_union: Any = Union[tuple(server_types)]  # noqa: UP007
     (client, server), components = msgspec.json.schema_components([client_union, server_union])
@@ -133,11 +97,10 @@ _ERRORS_NOTE = (
 )
 
 
-def protocol_markdown() -> str:
-    registry = build_registry()
+def protocol_markdown(registry: SocketRegistry) -> str:
     out: list[str] = [_INTRO, "## Client frames", ""]
     client_entries: list[tuple[ClientMessage, dict[str, Any] | None]] = [
-        *_CORE_CLIENT,
+        *CORE_CLIENT_EXAMPLES,
         *((h.example, h.result_example) for h in registry.handlers.values()),
     ]
     for example, result in client_entries:
@@ -148,7 +111,7 @@ def protocol_markdown() -> str:
             out += ["Reply:", "", "```json", reply, "```", ""]
     out += ["## Server frames", ""]
     server_entries: list[tuple[ServerMessage, bool]] = [
-        *((m, False) for m in _CORE_SERVER),
+        *((m, False) for m in CORE_SERVER_EXAMPLES),
         *((e.example, e.durable) for e in registry.events),
     ]
     for event, durable in server_entries:

@@ -1,0 +1,238 @@
+"""The composition root: every long-lived object of a node, built by hand in dependency order.
+
+Read it top to bottom. ``build_services`` constructs everything from the settings, without I/O (so
+``kintsugi-rt protocol-doc`` can build a node just to describe it); each service gets its
+dependencies as typed arguments, and each module's socket frames and REST routes are bound to those
+instances. ``Services.start`` opens connections and starts background work in the order written
+there, and the exit stack stops them in reverse. Nothing is looked up by name.
+
+Adding a module (docs/architecture.md has the checklist): construct its service below with what it
+needs, add its ``socket_features(...)`` to the registry and its ``routes(...)`` to ``routes()``, and
+its ``start``/``stop`` to ``start()`` if it has any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from starlette.routing import BaseRoute
+
+from kintsugi_rt import auth, billing, chat, media, messenger, metrics, ops, presence
+from kintsugi_rt.clock import Clock, SystemClock
+from kintsugi_rt.context import AppContext
+from kintsugi_rt.db.database import Database
+from kintsugi_rt.db.migrations import default_migrations_dir, load_migrations, pending_migrations
+from kintsugi_rt.db.migrations import migrate as apply_all_migrations
+from kintsugi_rt.logs import get_logger
+from kintsugi_rt.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from kintsugi_rt.settings import Settings, load_settings
+from kintsugi_rt.socket import streams
+from kintsugi_rt.socket.events import Events
+from kintsugi_rt.socket.gateway import Gateway
+from kintsugi_rt.socket.hub import Hub, LocalHub, RedisHub
+from kintsugi_rt.socket.local import LocalConnections
+from kintsugi_rt.socket.protocol import CORE_CLIENT_MESSAGES
+from kintsugi_rt.socket.registry import SocketRegistry
+
+log = get_logger(__name__)
+
+_TRIM_EVERY_SECONDS = 600
+
+
+@dataclass(slots=True)
+class Services:
+    """One node's long-lived objects. Tests reach them as ``node.services.<name>``."""
+
+    ctx: AppContext
+    hub: Hub
+    local: LocalConnections
+    auth: auth.AuthService
+    presence: presence.PresenceService
+    tiers: billing.Tiers
+    usage: billing.UsageMeter
+    billing: billing.BillingService
+    chat: chat.ChatService
+    messenger: messenger.MessengerService
+    media: media.MediaService
+    registry: SocketRegistry
+    gateway: Gateway
+
+    def routes(self) -> list[BaseRoute]:
+        """Every REST route, bound to the services (the socket's own route is the app's)."""
+        settings = self.ctx.settings
+        return [
+            *ops.routes(self.ctx),
+            *metrics.routes(settings.metrics_token),
+            *auth.routes(self.auth, max_body=settings.max_request_body_bytes),
+            *billing.routes(self.billing, self.auth, max_body=settings.max_request_body_bytes),
+            *media.routes(self.media, self.auth),
+        ]
+
+    async def start(self, stack: AsyncExitStack) -> None:
+        """Open and start everything, in this order; ``stack`` stops it all in reverse."""
+        ctx, settings = self.ctx, self.ctx.settings
+        await ctx.db.open()
+        stack.push_async_callback(ctx.db.close)
+        await _migrate(ctx)
+        if ctx.redis is not None:
+            stack.push_async_callback(ctx.redis.aclose)
+            await _ping(ctx.redis)
+        local = self.local
+
+        async def catch_up() -> None:
+            await local.catch_up(ctx.db)
+
+        await self.hub.start(local.deliver, on_resubscribed=catch_up)
+        stack.push_async_callback(self.hub.stop)
+        stack.push_async_callback(ctx.events.stop)
+        billing.check_webhook_secret(settings)
+        await self.media.start()
+        stack.push_async_callback(self.media.stop)
+        await self.presence.start()
+        stack.push_async_callback(self.presence.stop)
+        await self.chat.start()
+        stack.push_async_callback(self.chat.stop)
+        trimmer = asyncio.create_task(_trim_streams(ctx), name="stream-trim")
+        stack.push_async_callback(_cancel, trimmer)
+        if settings.is_production and not settings.metrics_token:
+            log.warning("metrics.public", fix="set METRICS_TOKEN, or keep /metrics off the public network")
+
+
+def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+    """Construct the node: infrastructure first, then each service with what it needs."""
+    the_clock = clock or SystemClock()
+    db = Database(settings)
+    redis = _redis(settings)
+    hub: Hub = RedisHub(redis, settings.redis_key_prefix) if redis else LocalHub()
+    events = Events(hub, db)
+    limiter: RateLimiter = (
+        RedisRateLimiter(redis, settings.redis_key_prefix) if redis else MemoryRateLimiter(the_clock)
+    )
+    ctx = AppContext(
+        settings=settings,
+        clock=the_clock,
+        db=db,
+        redis=redis,
+        rate_limiter=limiter,
+        events=events,
+        node_id=uuid.uuid4().hex[:12],
+    )
+    local = LocalConnections(on_signal=events.deliver_signal)
+
+    auth_service = auth.AuthService(ctx)
+    presence_service = presence.PresenceService(ctx)
+    tiers = billing.Tiers(db)
+    usage = billing.UsageMeter(ctx, tiers=tiers)
+    billing_service = billing.BillingService(ctx, usage)
+    chat_service = chat.ChatService(ctx, usage=usage, tiers=tiers)
+    messenger_service = messenger.MessengerService(ctx)
+    media_service = media.MediaService(ctx, media.open_blob_store(settings), tiers=tiers)
+    # What modules grant one another: members see a conversation's attachments and each other's presence.
+    media_service.grant_access(messenger_service.can_see_media)
+    presence_service.audience_providers.append(messenger_service.audience)
+
+    registry = SocketRegistry(
+        CORE_CLIENT_MESSAGES,
+        [
+            presence.socket_features(presence_service),
+            billing.socket_features(usage),
+            chat.socket_features(chat_service),
+            messenger.socket_features(messenger_service),
+        ],
+    )
+    gateway = Gateway(
+        settings=settings,
+        clock=the_clock,
+        db=db,
+        registry=registry,
+        local=local,
+        authenticate=auth_service.authenticate,
+        features=ctx.features,
+    )
+    return Services(
+        ctx=ctx,
+        hub=hub,
+        local=local,
+        auth=auth_service,
+        presence=presence_service,
+        tiers=tiers,
+        usage=usage,
+        billing=billing_service,
+        chat=chat_service,
+        messenger=messenger_service,
+        media=media_service,
+        registry=registry,
+        gateway=gateway,
+    )
+
+
+def documentation_settings() -> Settings:
+    """Settings to build a node only to describe it (``kintsugi-rt protocol-doc``, ``schema``)."""
+    return load_settings({"ENVIRONMENT": "test", "JWT_SECRET": "protocol-doc-" + "x" * 32})
+
+
+# --- start-up steps --------------------------------------------------------------------------------
+
+
+def _redis(settings: Settings) -> Redis | None:
+    """The Redis client (it connects on first use; ``_ping`` checks it at start)."""
+    if settings.redis_url is None:
+        return None
+    # Wait for a free connection instead of failing when a burst (a disconnect storm) wants more, but
+    # never longer than REDIS_TIMEOUT, like every command: an outage ends in `unavailable`, not a hang.
+    # (The hub's pub/sub reads block without a timeout on purpose; see socket/hub.py.)
+    timeout = settings.redis_timeout.total_seconds()
+    pool = BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        # One quick retry covers a pooled connection that died with a Redis restart; more would only
+        # stretch an outage's error past the timeout above.
+        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.25), 1),
+    )
+    return Redis(connection_pool=pool)
+
+
+async def _ping(redis: Redis) -> None:
+    try:
+        await redis.ping()
+    except Exception as exc:
+        raise RuntimeError(f"REDIS_URL: cannot reach Redis ({exc})") from exc
+
+
+async def _migrate(ctx: AppContext) -> None:
+    """Apply migrations outside production; in production only say which are missing."""
+    if not ctx.settings.is_production:
+        await apply_all_migrations(ctx.db.dsn)
+        return
+    async with ctx.db.pool.acquire() as conn:
+        pending = await pending_migrations(conn, load_migrations(default_migrations_dir()))
+    if pending:
+        log.error("migrations.pending", files=[m.name for m in pending], fix="run: kintsugi-rt migrate")
+
+
+async def _trim_streams(ctx: AppContext) -> None:
+    """Drop durable events past the retained window, on every node (deleting twice is harmless)."""
+    while True:
+        try:
+            removed = await streams.trim(ctx.db.pool, ctx.clock.now() - ctx.settings.event_retention)
+            if removed:
+                log.info("streams.trimmed", events=removed)
+        except Exception as exc:
+            log.warning("streams.trim_failed", error=repr(exc))
+        await asyncio.sleep(_TRIM_EVERY_SECONDS)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
