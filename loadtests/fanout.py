@@ -39,7 +39,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 import httpx
@@ -50,6 +50,8 @@ from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from kintsugi_rt.db.database import Database
+from kintsugi_rt.settings import load_settings
 from kintsugi_rt.socket.events import Events
 from kintsugi_rt.socket.hub import Envelope, RedisHub
 from kintsugi_rt.socket.protocol import ServerMessage
@@ -552,11 +554,22 @@ async def run(args: argparse.Namespace) -> None:
 async def _measure(args: argparse.Namespace, bench: Cluster) -> None:
     nodes = bench.nodes
     clients: list[Client] = []
-    pool: Any = None
+    db: Database | None = None
     redis: Redis | None = None
     hub: RedisHub | None = None
     try:
-        pool = await asyncpg.create_pool(bench.database_url, min_size=2, max_size=args.max_in_flight + 2)
+        db = Database(
+            load_settings(
+                {
+                    "ENVIRONMENT": "test",
+                    "JWT_SECRET": "bench-" + "x" * 40,
+                    "DATABASE_URL": bench.database_url,
+                    "DATABASE_POOL_MIN": "2",
+                    "DATABASE_POOL_MAX": str(args.max_in_flight + 2),
+                }
+            )
+        )
+        await db.open()
         redis = Redis.from_url(REDIS_URL)
         hub = RedisHub(redis, bench.prefix)
 
@@ -564,7 +577,7 @@ async def _measure(args: argparse.Namespace, bench: Cluster) -> None:
             return None
 
         await hub.start(ignore)
-        events = Events(hub, pool)
+        events = Events(hub, db)
 
         started = time.monotonic()
         accounts = await _register(nodes, args.sockets, args.register_concurrency)
@@ -677,8 +690,8 @@ async def _measure(args: argparse.Namespace, bench: Cluster) -> None:
         await close_all(clients)
         if hub is not None:
             await hub.stop()
-        if pool is not None:
-            await pool.close()
+        if db is not None:
+            await db.close()
         if redis is not None:
             await redis.aclose()
 

@@ -11,7 +11,8 @@ from starlette.routing import BaseRoute, Route
 from kintsugi_rt.auth import AuthService
 from kintsugi_rt.logs import get_logger
 from kintsugi_rt.media.blobs import ObjectNotFound
-from kintsugi_rt.media.service import MediaInfo, MediaService, not_found
+from kintsugi_rt.media.messages import MediaInfo
+from kintsugi_rt.media.service import MediaService, not_found
 from kintsugi_rt.web import json_response
 
 log = get_logger(__name__)

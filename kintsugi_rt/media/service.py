@@ -18,10 +18,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
-
-import msgspec
 
 from kintsugi_rt import errors
 from kintsugi_rt.billing import Tiers
@@ -29,6 +26,7 @@ from kintsugi_rt.context import AppContext
 from kintsugi_rt.errors import ApiError
 from kintsugi_rt.logs import get_logger
 from kintsugi_rt.media.blobs import BlobStore, storage_key
+from kintsugi_rt.media.messages import MediaInfo
 from kintsugi_rt.media.multipart import MultipartReader, Part, boundary_of, too_large
 from kintsugi_rt.media.sniff import (
     AS_AUDIO,
@@ -57,21 +55,6 @@ _UNSAFE_FILENAME = re.compile(r"[\x00-\x1f\x7f]")
 
 AccessCheck = Callable[[uuid.UUID, uuid.UUID], Awaitable[bool]]
 """``(user_id, media_id) -> bool``: may this user read this media file (not their own)?"""
-
-
-class MediaInfo(msgspec.Struct, omit_defaults=True):
-    """What the API says about a stored file (``POST /api/media``, ``GET /api/media/{id}/meta``)."""
-
-    id: uuid.UUID
-    kind: str
-    content_type: str
-    size: int
-    sha256: str
-    created_at: datetime
-    filename: str | None = None
-    width: int | None = None
-    height: int | None = None
-    duration_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,12 +4,11 @@ parameterised."""
 from __future__ import annotations
 
 import uuid
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
 
-if TYPE_CHECKING:
-    from kintsugi_rt.media.service import MediaInfo
+from kintsugi_rt.media.messages import MediaInfo
 
 Executor: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 
