@@ -15,7 +15,9 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import msgspec
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from kintsugi_rt.logs import get_logger
 
@@ -83,6 +85,7 @@ class RedisHub:
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         self._redis = redis
+        self._subscriber = _without_retries(redis)
         self._channel = f"{prefix}hub".encode()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -97,7 +100,7 @@ class RedisHub:
 
     async def _listen(self, deliver: Deliver, on_resubscribed: Resubscribed | None) -> None:
         while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+            pubsub = self._subscriber.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self._channel)
                 if self._ready.is_set():
@@ -135,3 +138,16 @@ class RedisHub:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self._subscriber.aclose()
+
+
+def _without_retries(redis: Redis) -> Redis:
+    """A client for the subscription alone: same server and timeouts, but no quiet reconnect.
+
+    redis-py reconnects a lost subscription and re-subscribes by itself when its retry policy allows;
+    whatever was published in between is then lost without anyone noticing. With retries off the loss
+    reaches ``_listen``, which re-subscribes and has every local socket check its stream for it.
+    """
+    pool = redis.connection_pool
+    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+    return Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class, **kwargs))
