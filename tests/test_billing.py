@@ -23,6 +23,7 @@ from kintsugi_rt.billing.usage import window_start
 from kintsugi_rt.clock import ManualClock
 from kintsugi_rt.errors import ApiError
 from kintsugi_rt.settings import Settings
+from kintsugi_rt.socket.registry import SocketError
 from loadtests.openai_sim import OpenAISimulator
 from tests.fake_stripe import FakeStripe
 from tests.support import Node, RedisServer, serve_node
@@ -519,3 +520,8 @@ async def test_tier_guard_for_rest_routes(settings_for: Callable[..., Settings],
         assert refused.value.status == 403 and refused.value.code == "tier_required"
         assert refused.value.details == {"tier": "premium_starter", "current": "basic"}
         assert await node.services.tiers.require_rest(uuid.UUID(user.id), "basic") == "basic"
+        # The same guard for socket handlers (agents will need premium_starter).
+        with pytest.raises(SocketError) as locked:
+            await node.services.tiers.require(uuid.UUID(user.id), "premium_starter")
+        assert locked.value.code == "tier_required"
+        assert locked.value.details == {"tier": "premium_starter", "current": "basic"}

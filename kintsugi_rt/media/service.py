@@ -18,7 +18,6 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from kintsugi_rt import errors
 from kintsugi_rt.billing import Tiers
@@ -39,7 +38,7 @@ from kintsugi_rt.media.sniff import (
     image_size,
     sniff,
 )
-from kintsugi_rt.media.storage import get_media, insert_media
+from kintsugi_rt.media.storage import StoredMedia, get_media, insert_media
 
 log = get_logger(__name__)
 
@@ -55,13 +54,6 @@ _UNSAFE_FILENAME = re.compile(r"[\x00-\x1f\x7f]")
 
 AccessCheck = Callable[[uuid.UUID, uuid.UUID], Awaitable[bool]]
 """``(user_id, media_id) -> bool``: may this user read this media file (not their own)?"""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredMedia:
-    info: MediaInfo
-    owner_id: uuid.UUID
-    storage_key: str
 
 
 @dataclass(slots=True)
@@ -329,10 +321,10 @@ class MediaService:
             media_id = uuid.UUID(raw_id)
         except ValueError:
             raise not_found() from None
-        row = await get_media(self.ctx.db.pool, media_id)
-        if row is None or not await self.may_read(user_id, row["owner_id"], media_id):
+        media = await get_media(self.ctx.db.pool, media_id)
+        if media is None or not await self.may_read(user_id, media.owner_id, media_id):
             raise not_found()
-        return _stored(row)
+        return media
 
     async def may_read(self, user_id: uuid.UUID, owner_id: uuid.UUID, media_id: uuid.UUID) -> bool:
         if user_id == owner_id:
@@ -347,19 +339,3 @@ class MediaService:
 
     async def open(self, media: StoredMedia) -> AsyncIterator[bytes]:
         return await self.storage.get(media.storage_key)
-
-
-def _stored(row: Any) -> StoredMedia:
-    info = MediaInfo(
-        id=row["id"],
-        kind=row["kind"],
-        content_type=row["content_type"],
-        size=row["size"],
-        sha256=row["sha256"],
-        created_at=row["created_at"],
-        filename=row["filename"],
-        width=row["width"],
-        height=row["height"],
-        duration_ms=row["duration_ms"],
-    )
-    return StoredMedia(info=info, owner_id=row["owner_id"], storage_key=row["storage_key"])

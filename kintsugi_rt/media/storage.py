@@ -4,7 +4,8 @@ parameterised."""
 from __future__ import annotations
 
 import uuid
-from typing import Any, TypeAlias
+from dataclasses import dataclass
+from typing import TypeAlias
 
 import asyncpg
 
@@ -36,9 +37,18 @@ async def insert_media(db: Executor, owner_id: uuid.UUID, info: MediaInfo, stora
     )
 
 
-async def get_media(db: Executor, media_id: uuid.UUID) -> Any:
-    """The media row (every column), or ``None``; whoever asks may still not be allowed to read it."""
-    return await db.fetchrow(
+@dataclass(frozen=True, slots=True)
+class StoredMedia:
+    """A media file as stored: what clients are told, whose it is, and where its bytes are."""
+
+    info: MediaInfo
+    owner_id: uuid.UUID
+    storage_key: str
+
+
+async def get_media(db: Executor, media_id: uuid.UUID) -> StoredMedia | None:
+    """The media file, or ``None``; whoever asks may still not be allowed to read it."""
+    row = await db.fetchrow(
         """
         SELECT id, owner_id, kind, content_type, size, sha256, filename, width, height,
                duration_ms, storage_key, created_at
@@ -46,3 +56,18 @@ async def get_media(db: Executor, media_id: uuid.UUID) -> Any:
         """,
         media_id,
     )
+    if row is None:
+        return None
+    info = MediaInfo(
+        id=row["id"],
+        kind=row["kind"],
+        content_type=row["content_type"],
+        size=row["size"],
+        sha256=row["sha256"],
+        created_at=row["created_at"],
+        filename=row["filename"],
+        width=row["width"],
+        height=row["height"],
+        duration_ms=row["duration_ms"],
+    )
+    return StoredMedia(info=info, owner_id=row["owner_id"], storage_key=row["storage_key"])
