@@ -165,6 +165,22 @@ class Settings:
     s3_access_key: str | None
     s3_secret_key: str | None
     s3_endpoint_url: str | None
+    call_ring_timeout: timedelta
+    call_signal_max_bytes: int
+    call_signal_rate_limit: RateLimit
+    ice_stun_urls: tuple[str, ...]
+    turn_urls: tuple[str, ...]
+    turn_secret: str | None
+    turn_credential_ttl: timedelta
+    livekit_url: str | None
+    livekit_api_key: str | None
+    livekit_api_secret: str | None
+    sfu_max_participants: int
+    call_max_participants_basic: int
+    call_max_participants_premium: int
+    call_max_duration_basic: timedelta
+    call_max_duration_premium: timedelta
+    call_video_basic: bool
 
     def token_limit(self, tier: str) -> int:
         """Tokens a tier may use per window; -1 means no limit."""
@@ -802,6 +818,107 @@ VARIABLES: tuple[Variable, ...] = (
         _parse_url(("http", "https")),
         None,
         "S3-compatible endpoint (MinIO, R2, Ceph...), e.g. http://127.0.0.1:9000; unset: AWS.",
+    ),
+    Variable(
+        "CALL_RING_TIMEOUT",
+        "call_ring_timeout",
+        parse_duration,
+        "60s",
+        "How long a call rings before it counts as missed.",
+    ),
+    Variable(
+        "CALL_SIGNAL_MAX_BYTES",
+        "call_signal_max_bytes",
+        _parse_positive_int,
+        "65536",
+        "Largest call.signal payload (an SDP offer with many codecs fits in 16 KB).",
+    ),
+    Variable(
+        "CALL_SIGNAL_RATE_LIMIT",
+        "call_signal_rate_limit",
+        parse_rate_limit,
+        "200/10s",
+        "call.signal frames one device may send per call (ICE candidates come in bursts).",
+    ),
+    Variable(
+        "ICE_STUN_URLS",
+        "ice_stun_urls",
+        _parse_csv,
+        "",
+        "STUN servers given to callers, comma-separated (e.g. stun:stun.example.com:3478).",
+    ),
+    Variable(
+        "TURN_URLS",
+        "turn_urls",
+        _parse_csv,
+        "",
+        "TURN servers given to callers with per-call credentials, comma-separated "
+        "(e.g. turn:turn.example.com:3478?transport=udp,turns:turn.example.com:5349).",
+    ),
+    Variable(
+        "TURN_SECRET",
+        "turn_secret",
+        _parse_str,
+        None,
+        "coturn's static-auth-secret (use-auth-secret): TURN credentials are HMACs of it.",
+    ),
+    Variable(
+        "TURN_CREDENTIAL_TTL",
+        "turn_credential_ttl",
+        parse_duration,
+        "2h",
+        "How long issued TURN credentials stay valid (a call longer than this loses its relay).",
+    ),
+    Variable(
+        "LIVEKIT_URL",
+        "livekit_url",
+        _parse_url(("http", "https", "ws", "wss")),
+        None,
+        "LiveKit server for group calls (its API and clients' URL). Unset: group calls use the built-in SFU.",
+    ),
+    Variable("LIVEKIT_API_KEY", "livekit_api_key", _parse_str, None, "LiveKit API key."),
+    Variable("LIVEKIT_API_SECRET", "livekit_api_secret", _parse_str, None, "LiveKit API secret."),
+    Variable(
+        "SFU_MAX_PARTICIPANTS",
+        "sfu_max_participants",
+        _parse_positive_int,
+        "30",
+        "Participants the built-in SFU takes on one node, over all its calls; more get call_capacity.",
+    ),
+    Variable(
+        "CALL_MAX_PARTICIPANTS_BASIC",
+        "call_max_participants_basic",
+        _parse_positive_int,
+        "4",
+        "Most participants in a call started by a basic-tier user.",
+    ),
+    Variable(
+        "CALL_MAX_PARTICIPANTS_PREMIUM",
+        "call_max_participants_premium",
+        _parse_positive_int,
+        "50",
+        "Most participants in a call started by a user on any paid tier.",
+    ),
+    Variable(
+        "CALL_MAX_DURATION_BASIC",
+        "call_max_duration_basic",
+        parse_duration,
+        "1h",
+        "Longest call started by a basic-tier user; it then ends with reason time_limit.",
+    ),
+    Variable(
+        "CALL_MAX_DURATION_PREMIUM",
+        "call_max_duration_premium",
+        parse_duration,
+        "8h",
+        "Longest call started by a user on any paid tier.",
+    ),
+    Variable(
+        "CALL_VIDEO_BASIC",
+        "call_video_basic",
+        _parse_bool,
+        "true",
+        "Whether basic-tier users may start video calls (false: audio only, video needs a paid tier).",
     ),
 )
 

@@ -1,0 +1,1 @@
+"""CALLS: ringing, WebRTC signaling on the socket, TURN, LiveKit for groups, the aiortc SFU, history."""
