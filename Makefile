@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest migrate clean
+.PHONY: run test lint typecheck pytest system-deps migrate clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + ")")'
@@ -33,7 +33,19 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
-pytest: $(VENV)/.installed-dev
+# System packages the tests need, installed with apt when missing: coturn's `turnserver` (tests/test_turn.py
+# runs its own on loopback). On a systemd machine the package starts and enables a system-wide daemon
+# (it would hold port 3478 with /etc/turnserver.conf), so a fresh install stops and disables it.
+system-deps:
+	@command -v turnserver >/dev/null 2>&1 || { \
+		echo "make: installing coturn (turnserver, for tests/test_turn.py) with apt-get"; \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends coturn >/dev/null && \
+		if [ -d /run/systemd/system ]; then systemctl disable --now coturn.service; fi && \
+		command -v turnserver >/dev/null; \
+	} || { echo "make: could not install coturn (apt-get install coturn, as root)" >&2; exit 1; }
+
+pytest: $(VENV)/.installed-dev system-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest

@@ -77,3 +77,59 @@ def routes(token: str | None) -> list[BaseRoute]:
         return exposition(request, token)
 
     return [Route("/metrics", metrics, methods=["GET"])]
+
+
+CALLS_STARTED = Counter("kintsugi_calls_started_total", "Calls started, by media path.", ["mode"])
+CALLS_ENDED = Counter("kintsugi_calls_ended_total", "Calls ended, by reason.", ["reason"])
+CALL_SETUP_SECONDS = Histogram(
+    "kintsugi_call_setup_seconds",
+    "Time from a device's answer to its media connection (reported by clients in call.stats).",
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0),
+)
+CALL_CONNECTIONS = Counter(
+    "kintsugi_call_connections_total",
+    "Media connections established, by path: host/srflx/prflx (peer to peer), relay (TURN), sfu.",
+    ["path"],
+)
+CALL_P2P_FAILURES = Counter(
+    "kintsugi_call_p2p_failures_total",
+    "Peer-to-peer media connections that failed (call.stats ice_state=failed).",
+)
+CALL_SIGNALS = Counter("kintsugi_call_signals_total", "call.signal frames relayed, by kind.", ["kind"])
+
+# --- the built-in SFU (kintsugi_rt/calls/sfu.py) ---
+SFU_PARTICIPANTS = Gauge(
+    "kintsugi_sfu_participants",
+    "Devices connected to this node's SFU, over all calls (SFU_MAX_PARTICIPANTS).",
+)
+SFU_CALLS = Gauge("kintsugi_sfu_calls", "Calls with at least one device on this node's SFU.")
+SFU_TRACKS = Gauge("kintsugi_sfu_published_tracks", "Tracks published to this node's SFU, by kind.", ["kind"])
+SFU_FULL = Counter("kintsugi_sfu_full_total", "Devices refused because the SFU was at SFU_MAX_PARTICIPANTS.")
+SFU_RECEIVED_FRAMES = Counter(
+    "kintsugi_sfu_received_frames_total",
+    "Complete frames the SFU received from publishers, by kind.",
+    ["kind"],
+)
+SFU_FORWARDED_FRAMES = Counter(
+    "kintsugi_sfu_forwarded_frames_total",
+    "Frames the SFU handed to subscribers' senders (one per frame per subscriber), by kind.",
+    ["kind"],
+)
+SFU_DROPPED_FRAMES = Counter(
+    "kintsugi_sfu_dropped_frames_total",
+    "Frames not forwarded to a subscriber, by reason: queue_full (its sender fell behind), "
+    "awaiting_keyframe (video before the subscriber's first keyframe).",
+    ["reason"],
+)
+SFU_KEYFRAME_REQUESTS = Counter(
+    "kintsugi_sfu_keyframe_requests_total", "Keyframe requests (RTCP PLI) the SFU sent to publishers."
+)
+SFU_OFFERS = Counter(
+    "kintsugi_sfu_offers_total",
+    "Offers the SFU sent on subscriber connections (first ones and renegotiations).",
+)
+SFU_CONNECTIONS_LOST = Counter(
+    "kintsugi_sfu_connections_lost_total",
+    "SFU peer connections that failed, closed from the client side, or never connected, by role (pub, sub).",
+    ["role"],
+)

@@ -166,6 +166,7 @@ class Settings:
     s3_secret_key: str | None
     s3_endpoint_url: str | None
     call_ring_timeout: timedelta
+    call_rejoin_grace: timedelta
     call_signal_max_bytes: int
     call_signal_rate_limit: RateLimit
     ice_stun_urls: tuple[str, ...]
@@ -825,6 +826,13 @@ VARIABLES: tuple[Variable, ...] = (
         parse_duration,
         "60s",
         "How long a call rings before it counts as missed.",
+    ),
+    Variable(
+        "CALL_REJOIN_GRACE",
+        "call_rejoin_grace",
+        parse_duration,
+        "30s",
+        "How long a device whose socket dropped stays in its call, to come back with call.join.",
     ),
     Variable(
         "CALL_SIGNAL_MAX_BYTES",

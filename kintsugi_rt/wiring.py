@@ -24,7 +24,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from starlette.routing import BaseRoute
 
-from kintsugi_rt import auth, billing, chat, media, messenger, metrics, ops, presence
+from kintsugi_rt import auth, billing, calls, chat, media, messenger, metrics, ops, presence
 from kintsugi_rt.clock import Clock, SystemClock
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.db.database import Database
@@ -61,6 +61,7 @@ class Services:
     chat: chat.ChatService
     messenger: messenger.MessengerService
     media: media.MediaService
+    calls: calls.CallService
     registry: SocketRegistry
     gateway: Gateway
 
@@ -73,6 +74,7 @@ class Services:
             *auth.routes(self.auth, max_body=settings.max_request_body_bytes),
             *billing.routes(self.billing, self.auth, max_body=settings.max_request_body_bytes),
             *media.routes(self.media, self.auth),
+            *calls.routes(self.calls),
         ]
 
     async def start(self, stack: AsyncExitStack) -> None:
@@ -99,6 +101,8 @@ class Services:
         stack.push_async_callback(self.presence.stop)
         await self.chat.start()
         stack.push_async_callback(self.chat.stop)
+        await self.calls.start()
+        stack.push_async_callback(self.calls.stop)
         trimmer = asyncio.create_task(_trim_streams(ctx), name="stream-trim")
         stack.push_async_callback(_cancel, trimmer)
         if settings.is_production and not settings.metrics_token:
@@ -138,6 +142,14 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     media_service.grant_access(messenger_service.can_see_media)
     presence_service.audience_providers.append(messenger_service.audience)
 
+    async def sfu_sends(call_id: uuid.UUID, party_id: str, signal: calls.SfuSignal) -> None:
+        await calls_service.send_from_sfu(call_id, party_id, signal)  # bound just below
+
+    sfu = calls.Sfu(max_participants=settings.sfu_max_participants, send=sfu_sends)
+    calls_service = calls.CallService(
+        ctx, messenger=messenger_service, tiers=tiers, livekit=calls.LiveKit(settings), sfu=sfu
+    )
+
     registry = SocketRegistry(
         CORE_CLIENT_MESSAGES,
         [
@@ -145,6 +157,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             billing.socket_features(usage),
             chat.socket_features(chat_service),
             messenger.socket_features(messenger_service),
+            calls.socket_features(calls_service),
         ],
     )
     gateway = Gateway(
@@ -168,6 +181,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         chat=chat_service,
         messenger=messenger_service,
         media=media_service,
+        calls=calls_service,
         registry=registry,
         gateway=gateway,
     )

@@ -39,5 +39,6 @@ CREATE INDEX call_participants_user_idx ON call_participants (user_id, call_id);
 CREATE INDEX call_participants_joined_idx ON call_participants (user_id) WHERE state = 'joined';
 
 -- A call's entry in the conversation's timeline ("missed call", "call, 12:34").
-ALTER TABLE messages ADD COLUMN call_id uuid REFERENCES calls (id) ON DELETE SET NULL;
-CREATE INDEX messages_call_idx ON messages (call_id) WHERE call_id IS NOT NULL;
+ALTER TABLE messages ADD COLUMN call jsonb;  -- {call_id, media, outcome, duration_s}: written by the calls module
+
+CREATE INDEX call_participants_party_idx ON call_participants (party_id) WHERE state = 'joined';

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -8,6 +8,7 @@ import pytest
 
 from kintsugi_rt.settings import Settings
 from loadtests.openai_sim import OpenAISimulator, SimConfig
+from tests.coturn import Coturn, running_coturn
 from tests.support import PostgresServer, RedisServer, make_settings
 
 
@@ -33,6 +34,13 @@ async def redis_server() -> AsyncIterator[RedisServer]:
     await server.start()
     yield server
     await server.stop()
+
+
+@pytest.fixture(scope="session")
+def coturn() -> Iterator[Coturn]:
+    """A real coturn on loopback for the session: ``coturn.url`` (turn:...?transport=udp), ``.secret``."""
+    with running_coturn() as server:
+        yield server
 
 
 @pytest.fixture

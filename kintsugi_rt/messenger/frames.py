@@ -182,6 +182,16 @@ class Attachment(msgspec.Struct, omit_defaults=True):
     duration_ms: int | None = None
 
 
+class CallEntry(msgspec.Struct, omit_defaults=True):
+    """A call in the timeline: ``missed`` (nobody answered), ``declined``, ``busy``, ``cancelled``,
+    ``completed`` (with its duration) or ``failed``."""
+
+    call_id: uuid.UUID
+    media: Literal["audio", "video"]
+    outcome: Literal["completed", "missed", "declined", "busy", "cancelled", "failed"]
+    duration_s: int = 0
+
+
 class Message(msgspec.Struct, omit_defaults=True):
     id: uuid.UUID
     conversation_id: uuid.UUID
@@ -197,6 +207,7 @@ class Message(msgspec.Struct, omit_defaults=True):
     pinned: bool = False
     reactions: list[Reaction] = []
     attachments: list[Attachment] = []
+    call: CallEntry | None = None  # a call's entry (sent by the calls module; no text)
 
 
 class Member(msgspec.Struct):

@@ -18,6 +18,7 @@ from kintsugi_rt.context import AppContext
 from kintsugi_rt.logs import get_logger
 from kintsugi_rt.messenger import storage
 from kintsugi_rt.messenger.frames import (
+    CallEntry,
     Conversation,
     ConversationAddMembers,
     ConversationCreate,
@@ -499,3 +500,46 @@ class MessengerService:
     async def can_see_media(self, user_id: uuid.UUID, media_id: uuid.UUID) -> bool:
         """Media: the members of a conversation may read the files sent to it."""
         return await storage.can_see_media(self.ctx.db.pool, user_id, media_id)
+
+    # --- for other modules (calls) -----------------------------------------------------------------
+
+    async def conversation_for(
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID
+    ) -> tuple[str, list[uuid.UUID]] | None:
+        """The conversation's kind (``direct`` or ``group``) and members, if ``user_id`` is one of them."""
+        pool = self.ctx.db.pool
+        if await storage.role_of(pool, conversation_id, user_id) is None:
+            return None
+        kind = await storage.conversation_kind(pool, conversation_id)
+        return str(kind), await storage.member_ids(pool, conversation_id)
+
+    async def add_call_entry(
+        self,
+        db: asyncpg.Connection,
+        conversation_id: uuid.UUID,
+        sender_id: uuid.UUID,
+        entry: CallEntry,
+        *,
+        also_lock: Iterable[uuid.UUID] = (),
+    ) -> streams.DurableDelivery:
+        """Post a call's entry into the conversation's timeline, inside the caller's transaction (it is
+        a message like any other: seq, unread counts, ``message.new`` to every member). Publish the
+        delivery after the commit.
+
+        Locks in the messenger's order — the conversation row, then the streams of its members and of
+        ``also_lock`` (whoever the caller will append to next in this transaction) — so it cannot
+        deadlock with a message sent at the same moment. Call it before any other append."""
+        stored = await storage.insert_message(
+            db,
+            conversation_id,
+            sender_id,
+            f"call:{entry.call_id}",
+            None,
+            None,
+            None,
+            self.ctx.clock.now(),
+            call=entry,
+        )
+        members = await storage.member_ids(db, conversation_id)
+        await streams.lock(db, [*members, *also_lock])
+        return await self._emit(db, members, MessageNew(message=stored))

@@ -8,14 +8,17 @@ from datetime import datetime
 from typing import Any, TypeAlias
 
 import asyncpg
+import msgspec
 
-from kintsugi_rt.messenger.frames import Attachment, Conversation, Member, Message, Reaction
+from kintsugi_rt.messenger.frames import Attachment, CallEntry, Conversation, Member, Message, Reaction
 
 Executor: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 
+_decode_call = msgspec.json.Decoder(CallEntry).decode
+
 _MESSAGE_COLUMNS = (
     "m.id, m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.created_at, m.text, m.reply_to, "
-    "m.forwarded_from, m.edited_at, m.deleted_at, m.pinned_at"
+    "m.forwarded_from, m.edited_at, m.deleted_at, m.pinned_at, m.call"
 )
 
 
@@ -27,7 +30,7 @@ _INSERT_MESSAGE = (
     "SET read_seq = GREATEST(read_seq, (SELECT last_seq FROM next)) "
     "WHERE conversation_id = $1 AND user_id = $2) "
     "INSERT INTO messages AS m (conversation_id, seq, sender_id, client_msg_id, text, reply_to, "
-    "forwarded_from, created_at) SELECT $1, next.last_seq, $2, $3, $4, $5, $6, $7 FROM next "
+    "forwarded_from, created_at, call) SELECT $1, next.last_seq, $2, $3, $4, $5, $6, $7, $8 FROM next "
     "RETURNING " + _MESSAGE_COLUMNS
 )
 
@@ -51,6 +54,7 @@ def _message(
         pinned=row["pinned_at"] is not None,
         reactions=[] if deleted else (reactions or []),
         attachments=[] if deleted else (attachments or []),
+        call=None if row["call"] is None else _decode_call(row["call"]),
     )
 
 
@@ -306,6 +310,7 @@ async def insert_message(
     reply_to: uuid.UUID | None,
     forwarded_from: uuid.UUID | None,
     created_at: datetime,
+    call: CallEntry | None = None,
 ) -> Message:
     """Store a new message under the conversation's next seq, and mark it read for its sender.
 
@@ -322,6 +327,7 @@ async def insert_message(
         reply_to,
         forwarded_from,
         created_at,
+        None if call is None else msgspec.json.encode(call).decode(),
     )
     if row is None:  # the caller checked membership, so the conversation exists
         raise LookupError(f"conversation {conversation_id} not found")
