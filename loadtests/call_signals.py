@@ -820,6 +820,7 @@ async def _measure(args: argparse.Namespace, bench_cluster: Cluster) -> None:
 
         window = CpuWindow(nodes)
         processes = ProcessCpu(nodes, bench_cluster.database_url.rsplit("/", 1)[-1])
+        machine_start = psutil.cpu_times()
         wall_start = time.time()
         stop_probe = asyncio.Event()
         probers: list[asyncio.Task[None]] = []
@@ -839,21 +840,30 @@ async def _measure(args: argparse.Namespace, bench_cluster: Cluster) -> None:
         await asyncio.gather(*probers)
         use = window.end()
         process_use = processes.end()
+        machine_end = psutil.cpu_times()
 
         print()
         print(
             f"call.signal relay: {args.rate:.0f} signals/s for {args.seconds:.0f} s over {len(ready)} calls, "
-            f"{args.nodes} node(s) (per device {args.rate / len(ready) / 2:.1f} signals/s)"
+            f"{args.nodes} node(s) (per device {args.rate / len(ready) / 2:.1f} signals/s), "
+            f"from {time.strftime('%H:%M:%S', time.gmtime(wall_start))} UTC"
         )
         _report_signals(bench, result, args.rate, wall_start, args.nodes, args.slow_ms)
         for i, cpu in enumerate(use.nodes):
             print(f"  node {i}: CPU {cpu:.1f} s = {cpu / use.wall * 100:.0f}% of a core")
+        pg_redis = 0.0
         for name in ("PostgreSQL", "Redis"):
             cpu = process_use.pop(name, 0.0)
+            pg_redis += cpu
             print(f"  {name}: CPU {cpu:.1f} s = {cpu / use.wall * 100:.0f}% of a core")
         other_cpu = sum(process_use.values())
         top = ", ".join(f"{name} {cpu / use.wall * 100:.0f}%" for name, cpu in list(process_use.items())[:4])
         print(f"  other processes: {other_cpu / use.wall * 100:.0f}% of a core ({top})")
+        # The machine's busy time that no process still running at the end accounts for: processes
+        # that exited meanwhile (a test run on a shared machine), or the kernel. Around -15..0% when
+        # nothing else ran (the machine's counters are sampled per tick, the processes' are exact).
+        unattributed = use.machine - sum(use.nodes) - use.me - sum(process_use.values()) - pg_redis
+        print(f"  machine busy time no live process accounts for: {unattributed / use.wall * 100:.0f}%")
         idle_cpu = [c / idle_use.wall for c in idle_use.nodes]  # cores, per node
         print(
             "  node idle CPU (calls up, no signals, no pings): "
@@ -867,6 +877,13 @@ async def _measure(args: argparse.Namespace, bench_cluster: Cluster) -> None:
                 f"{busy / bench.delivered * 1e6:.0f} us above idle"
             )
         use.print_rest()
+        fields = ("user", "system", "softirq", "irq", "steal", "iowait")
+        spent = {f: getattr(machine_end, f, 0.0) - getattr(machine_start, f, 0.0) for f in fields}
+        print(
+            "  the machine's time by kind: "
+            + ", ".join(f"{f} {spent[f] / use.wall * 100:.0f}%" for f in fields)
+            + " of a core"
+        )
 
         # Hang up: the caller ends each call; both devices must hear call.ended.
         hung: dict[str, float] = {}

@@ -9,7 +9,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
+import httpx
+
 from kintsugi_rt.settings import Settings
+from tests.fake_livekit import FakeLiveKit
 from tests.support import Node, RedisServer, serve_node
 from tests.wsclient import Socket, User, new_user
 
@@ -282,3 +285,66 @@ async def test_a_group_call_goes_on_while_someone_is_in_it(settings_for: Setting
         assert (await d.expect("call.ended", call_id=call_id))["reason"] == "hangup"
         for sock in (a, b, c, d):
             await sock.close()
+
+
+async def test_a_group_call_on_livekit_through_the_server(settings_for: SettingsFor) -> None:
+    """With LiveKit configured: a room per call, join tokens in the replies, the signed webhook moves
+    people out of the call, and a forged one is refused."""
+    fake = FakeLiveKit()
+    url = await fake.start()
+    try:
+        settings = settings_for(
+            LIVEKIT_URL=url, LIVEKIT_API_KEY=fake.api_key, LIVEKIT_API_SECRET=fake.api_secret
+        )
+        async with serve_node(settings) as node, httpx.AsyncClient(base_url=node.url) as http:
+            ann, bob, cy = [await new_user(node.url, n) for n in ("Ann", "Bob", "Cy")]
+            a, b, c = [await device(node, u) for u in (ann, bob, cy)]
+            team = await conversation(a, bob, cy, group=True)
+            started = await a.request("call.start", conversation_id=team, media="video")
+            assert started["call"]["mode"] == "livekit", started
+            call_id = started["call"]["id"]
+            assert started["livekit"]["room"] == call_id and started["livekit"]["url"].startswith("ws")
+            for sock in (b, c):
+                await rings(sock, call_id)
+            joined = await b.request("call.accept", call_id=call_id)
+            assert fake.connect(joined["livekit"]["token"]).identity == bob.id  # a token for this room
+            assert call_id in fake.rooms
+
+            forged = fake.webhook("participant_left", room=call_id, identity=bob.id, api_secret="x" * 32)
+            refused = await http.post(
+                "/api/calls/livekit/webhook", content=forged.body, headers=forged.headers
+            )
+            assert refused.status_code == 401, refused.text
+            signed = fake.webhook("participant_left", room=call_id, identity=bob.id)
+            taken = await http.post("/api/calls/livekit/webhook", content=signed.body, headers=signed.headers)
+            assert taken.status_code == 200, taken.text
+            assert (await a.expect("call.participant", call_id=call_id, user_id=bob.id))["state"] == "left"
+
+            finished = fake.webhook("room_finished", room=call_id)
+            await http.post("/api/calls/livekit/webhook", content=finished.body, headers=finished.headers)
+            assert (await c.expect("call.ended", call_id=call_id))["reason"] == "hangup"
+            await asyncio.sleep(0.3)
+            assert call_id not in fake.rooms  # the server deleted the room
+            for sock in (a, b, c):
+                await sock.close()
+    finally:
+        await fake.stop()
+
+
+async def test_fallback_moves_a_two_party_call_to_the_sfu(settings_for: SettingsFor) -> None:
+    async with serve_node(settings_for()) as node:
+        ann, bob = await new_user(node.url, "Ann"), await new_user(node.url, "Bob")
+        a, b = await device(node, ann), await device(node, bob)
+        call_id = (await a.request("call.start", conversation_id=await conversation(a, bob)))["call"]["id"]
+        await rings(b, call_id)
+        await b.request("call.accept", call_id=call_id)
+        moved = await b.request("call.fallback", call_id=call_id)
+        assert moved["type"] == "ok" and moved["call"]["mode"] == "sfu", moved
+        for sock in (a, b):
+            assert (await sock.expect("call.mode"))["call"]["mode"] == "sfu"
+        again = await a.request("call.fallback", call_id=call_id)  # the other device asked too: no change
+        assert again["call"]["mode"] == "sfu"
+        await nothing_of(a, "call.mode")
+        await a.request("call.hangup", call_id=call_id)
+        await a.close()
+        await b.close()
