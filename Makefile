@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint typecheck pytest system-deps migrate clean
+.PHONY: run test lint typecheck pytest ts-test node-check system-deps migrate clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is needed (found " + sys.version.split()[0] + ")")'
@@ -48,7 +48,24 @@ system-deps:
 pytest: $(VENV)/.installed-dev system-deps
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+# The TypeScript client (clients/typescript): its tests spawn real servers from this venv; Node 20+.
+TS_DIR := clients/typescript
+
+node-check:
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+		echo "make: Node.js 20 or newer (with npm) is needed for the TypeScript client tests; node/npm not found" >&2; exit 1; }
+	@node -e 'const [a, b] = process.versions.node.split(".").map(Number); if (a < 20 || (a === 20 && b < 6)) { console.error("make: Node.js 20 (20.6+) or newer is needed for the TypeScript client tests (found " + process.version + ")"); process.exit(1); }'
+
+# npm ci again whenever package.json or package-lock.json changes.
+$(TS_DIR)/node_modules/.installed: $(TS_DIR)/package.json $(TS_DIR)/package-lock.json | node-check
+	npm ci --prefix $(TS_DIR) --no-audit --no-fund
+	@touch $@
+
+ts-test: node-check $(VENV)/.installed $(TS_DIR)/node_modules/.installed
+	npm run --prefix $(TS_DIR) build
+	npm test --prefix $(TS_DIR)
+
+test: lint typecheck pytest ts-test
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache $(TS_DIR)/node_modules $(TS_DIR)/dist
