@@ -15,11 +15,11 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Match, WebSocketRoute
+from starlette.routing import BaseRoute, Match, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from kintsugi_rt import errors, outages
+from kintsugi_rt import __version__, errors, openapi, outages
 from kintsugi_rt.clock import Clock
 from kintsugi_rt.errors import ApiError
 from kintsugi_rt.logs import get_logger
@@ -99,6 +99,18 @@ class _App(Starlette):
             structlog.contextvars.reset_contextvars(**tokens)
 
 
+def rest_routes(services: Services) -> list[BaseRoute]:
+    """Every REST route of a node: the services' and ``GET /openapi.json``, which describes them all."""
+    routes = services.routes()
+    routes.append(openapi.route(lambda: routes, version=__version__))
+    return routes
+
+
+def openapi_document(services: Services) -> dict[str, Any]:
+    """The node's OpenAPI document (``GET /openapi.json``, ``kintsugi-rt openapi``)."""
+    return openapi.document(rest_routes(services), version=__version__)
+
+
 def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     """The node's services (wiring.py, the composition root) behind Starlette's routing."""
     services = build_services(settings, clock)
@@ -121,7 +133,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
     app = _App(
         socket_route,
         gateway,
-        routes=[*services.routes(), socket_route],
+        routes=[*rest_routes(services), socket_route],
         lifespan=lifespan,
         middleware=[
             Middleware(RequestContextMiddleware),

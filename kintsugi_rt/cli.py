@@ -1,10 +1,9 @@
-"""``kintsugi-rt serve | migrate``."""
+"""``kintsugi-rt serve | migrate | users | env-example | schema | protocol-doc | asyncapi | openapi``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from collections.abc import Sequence
 
@@ -16,11 +15,13 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from kintsugi_rt.app import create_app
+    from kintsugi_rt.socket.transport import WebSocketProtocol
 
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        ws=WebSocketProtocol,
         log_config=None,
         access_log=False,
         proxy_headers=True,
@@ -100,18 +101,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     set_tier.add_argument("email")
     set_tier.add_argument("tier", choices=TIERS)
-    commands.add_parser("schema", help="print the JSON Schema of every socket frame")
+    commands.add_parser("schema", help="print docs/schema.json: the JSON Schema of every socket frame")
     commands.add_parser("protocol-doc", help="print docs/protocol.md, generated from the frame types")
+    commands.add_parser("asyncapi", help="print docs/asyncapi.yaml: the socket as an AsyncAPI 3.0 document")
+    commands.add_parser("openapi", help="print docs/openapi.json: the REST API in OpenAPI 3.1")
     args = parser.parse_args(argv)
     if args.command == "env-example":
         sys.stdout.write(env_example())
         return 0
-    if args.command in ("schema", "protocol-doc"):
-        from kintsugi_rt import protocol_doc
+    if args.command == "openapi":
+        from kintsugi_rt.app import openapi_document
+        from kintsugi_rt.openapi import render
+        from kintsugi_rt.wiring import build_services, documentation_settings
+
+        sys.stdout.write(render(openapi_document(build_services(documentation_settings()))))
+        return 0
+    if args.command in ("schema", "protocol-doc", "asyncapi"):
+        from kintsugi_rt import asyncapi, protocol_doc
 
         registry = protocol_doc.build_registry()
         if args.command == "schema":
-            sys.stdout.write(json.dumps(protocol_doc.json_schema(registry), indent=2) + "\n")
+            sys.stdout.write(protocol_doc.schema_json(registry))
+        elif args.command == "asyncapi":
+            sys.stdout.write(asyncapi.asyncapi_yaml(registry))
         else:
             sys.stdout.write(protocol_doc.protocol_markdown(registry))
         return 0

@@ -10,7 +10,9 @@ import hmac
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
+
+from kintsugi_rt.web import ApiRoute, Body, Reply
 
 SOCKETS_OPEN = Gauge("kintsugi_ws_connections_open", "WebSocket connections open on this node.")
 FRAMES_IN = Counter("kintsugi_ws_frames_in_total", "Client frames received, by message type.", ["type"])
@@ -76,7 +78,29 @@ def routes(token: str | None) -> list[BaseRoute]:
     async def metrics(request: Request) -> Response:
         return exposition(request, token)
 
-    return [Route("/metrics", metrics, methods=["GET"])]
+    return [
+        ApiRoute(
+            "/metrics",
+            metrics,
+            method="GET",
+            name="metrics",
+            tag="ops",
+            summary="Prometheus metrics of this node",
+            description="The Prometheus text exposition. With METRICS_TOKEN set, only for "
+            "`Authorization: Bearer <METRICS_TOKEN>`.",
+            auth="metrics",
+            auth_optional=True,
+            replies={
+                200: Reply("The metrics.", Body(CONTENT_TYPE_LATEST, {"type": "string"})),
+                401: Reply(
+                    "METRICS_TOKEN is set and was not sent.",
+                    Body("text/plain", {"type": "string"}),
+                    {"WWW-Authenticate": '`Bearer realm="metrics"`.'},
+                ),
+            },
+            may_be_unavailable=False,
+        )
+    ]
 
 
 CALLS_STARTED = Counter("kintsugi_calls_started_total", "Calls started, by media path.", ["mode"])

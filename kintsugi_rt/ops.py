@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.db.migrations import default_migrations_dir, load_migrations, pending_migrations
 from kintsugi_rt.logs import get_logger
-from kintsugi_rt.web import json_response
+from kintsugi_rt.web import ApiRoute, Reply, json_response
 
 log = get_logger(__name__)
 
 
+class Health(msgspec.Struct):
+    status: Literal["ok"]
+
+
+class Readiness(msgspec.Struct):
+    """``checks``: ``database``, ``migrations`` and (with REDIS_URL) ``redis``, each ``"ok"`` or what is
+    wrong (``"unreachable"``, ``"unknown"``, ``{"pending": [file names]}``)."""
+
+    status: Literal["ready", "not_ready"]
+    checks: Annotated[dict[str, Any], msgspec.Meta(description="Each dependency: `ok`, or what is wrong.")]
+
+
 async def healthz(request: Request) -> Response:
     """The process is alive and serving; says nothing about its dependencies."""
-    return json_response({"status": "ok"})
+    return json_response(Health(status="ok"))
 
 
 async def readyz(ctx: AppContext) -> Response:
@@ -42,7 +55,7 @@ async def readyz(ctx: AppContext) -> Response:
             checks["redis"] = "unreachable"
     ready = all(value == "ok" for value in checks.values())
     return json_response(
-        {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503
+        Readiness(status="ready" if ready else "not_ready", checks=checks), 200 if ready else 503
     )
 
 
@@ -51,6 +64,28 @@ def routes(ctx: AppContext) -> list[BaseRoute]:
         return await readyz(ctx)
 
     return [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", ready, methods=["GET"]),
+        ApiRoute(
+            "/healthz",
+            healthz,
+            method="GET",
+            name="healthz",
+            tag="ops",
+            summary="Liveness: the process serves",
+            description="Says nothing about PostgreSQL or Redis; use /readyz for that.",
+            replies={200: Reply("Alive.", Health)},
+            may_be_unavailable=False,
+        ),
+        ApiRoute(
+            "/readyz",
+            ready,
+            method="GET",
+            name="readyz",
+            tag="ops",
+            summary="Readiness: database reachable and migrated, Redis reachable if configured",
+            replies={
+                200: Reply("Ready for traffic.", Readiness),
+                503: Reply("Not ready; see `checks`.", Readiness),
+            },
+            may_be_unavailable=False,
+        ),
     ]

@@ -130,6 +130,8 @@ class Settings:
     messenger_edit_window: timedelta
     messenger_delete_window: timedelta
     messenger_typing_max_members: int
+    user_lookup_rate_limit: RateLimit
+    user_search_rate_limit: RateLimit
     openai_api_key: str | None
     openai_base_url: str | None
     openai_org_id: str | None
@@ -141,6 +143,7 @@ class Settings:
     chat_max_output_tokens: int
     chat_max_input_chars: int
     chat_delta_interval: timedelta
+    chat_demo_tokens_per_second: int
     basic_token_limit: int
     premium_starter_token_limit: int
     premium_pro_token_limit: int
@@ -157,6 +160,7 @@ class Settings:
     billing_success_url: str
     billing_cancel_url: str
     billing_portal_return_url: str
+    billing_plans_cache_ttl: timedelta
     media_max_bytes_basic: int
     media_max_bytes_premium: int
     media_dir: Path | None
@@ -165,6 +169,9 @@ class Settings:
     s3_access_key: str | None
     s3_secret_key: str | None
     s3_endpoint_url: str | None
+    media_url_secret: str | None
+    media_url_ttl: timedelta
+    media_thumbnail_max_pixels: int
     call_ring_timeout: timedelta
     call_rejoin_grace: timedelta
     call_signal_max_bytes: int
@@ -623,6 +630,13 @@ VARIABLES: tuple[Variable, ...] = (
         "Tokens are batched into one chat.delta frame per interval.",
     ),
     Variable(
+        "CHAT_DEMO_TOKENS_PER_SECOND",
+        "chat_demo_tokens_per_second",
+        _parse_positive_int,
+        "20",
+        "Pace of the offline-demo model's answer (no OPENAI_API_KEY): slow enough to stop one by hand.",
+    ),
+    Variable(
         "BASIC_TOKEN_LIMIT",
         "basic_token_limit",
         _parse_token_limit,
@@ -735,6 +749,13 @@ VARIABLES: tuple[Variable, ...] = (
         "Where the Customer Portal returns to.",
     ),
     Variable(
+        "BILLING_PLANS_CACHE_TTL",
+        "billing_plans_cache_ttl",
+        parse_duration,
+        "10m",
+        "How long GET /api/billing/plans keeps the prices it read from Stripe.",
+    ),
+    Variable(
         "MESSENGER_MAX_MEMBERS",
         "messenger_max_members",
         _parse_positive_int,
@@ -768,6 +789,20 @@ VARIABLES: tuple[Variable, ...] = (
         _parse_positive_int,
         "100",
         "Typing is not sent in groups larger than this.",
+    ),
+    Variable(
+        "USER_LOOKUP_RATE_LIMIT",
+        "user_lookup_rate_limit",
+        parse_rate_limit,
+        "30/1m",
+        "user.lookup requests (by exact email or @handle) one user may make: no enumerating the accounts.",
+    ),
+    Variable(
+        "USER_SEARCH_RATE_LIMIT",
+        "user_search_rate_limit",
+        parse_rate_limit,
+        "60/1m",
+        "user.search requests (people you share a conversation with) one user may make.",
     ),
     Variable(
         "PRESENCE_TTL",
@@ -819,6 +854,27 @@ VARIABLES: tuple[Variable, ...] = (
         _parse_url(("http", "https")),
         None,
         "S3-compatible endpoint (MinIO, R2, Ceph...), e.g. http://127.0.0.1:9000; unset: AWS.",
+    ),
+    Variable(
+        "MEDIA_URL_SECRET",
+        "media_url_secret",
+        _parse_str,
+        None,
+        "HMAC key of signed media URLs (32+ characters). Unset: derived from JWT_SECRET.",
+    ),
+    Variable(
+        "MEDIA_URL_TTL",
+        "media_url_ttl",
+        parse_duration,
+        "1h",
+        "How long a signed media URL stays valid (rounded up to a quarter of this, so URLs repeat).",
+    ),
+    Variable(
+        "MEDIA_THUMBNAIL_MAX_PIXELS",
+        "media_thumbnail_max_pixels",
+        _parse_positive_int,
+        "50000000",
+        "Largest image (width x height) a thumbnail is made of; a bigger one is stored without.",
     ),
     Variable(
         "CALL_RING_TIMEOUT",

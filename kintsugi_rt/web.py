@@ -1,13 +1,17 @@
-"""Small helpers for the thin JSON REST surface: capped body reading, typed decoding, JSON replies."""
+"""Small helpers for the thin JSON REST surface: capped body reading, typed decoding, JSON replies,
+and ``ApiRoute``, a route that carries its own OpenAPI description (``kintsugi_rt/openapi.py``)."""
 
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 import msgspec
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from kintsugi_rt import errors
 from kintsugi_rt.errors import ApiError
@@ -91,3 +95,93 @@ async def read_json(request: Request, type_: type[T], max_bytes: int) -> T:
     if "json" not in content_type.split(";")[0]:
         raise ApiError(415, errors.UNSUPPORTED_MEDIA_TYPE, "Send the body as application/json.")
     return decode_json(await read_body(request, max_bytes), type_)
+
+
+# --- documented routes ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """A body that is not a msgspec-described JSON value: its media type and a JSON Schema by hand
+    (multipart uploads, file downloads, plain text, third parties' webhook events)."""
+
+    media_type: str
+    schema: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """One documented answer of a route (success or a body of its own on another status).
+
+    ``body`` is a type msgspec can describe (a Struct, a list of them...) sent as JSON, a ``Body`` for
+    anything else, or ``None`` for an empty answer (204). ``headers`` maps a response header to what it
+    says."""
+
+    description: str
+    body: Any = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """A query or header parameter (path parameters come from the route's path by themselves; give one
+    here only to describe it)."""
+
+    name: str
+    where: Literal["query", "header", "path"]
+    description: str
+    type: Any = str
+    required: bool = False
+
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class ApiRoute(Route):
+    """A REST route and its OpenAPI operation. Every REST route is one (a test checks that
+    ``/openapi.json`` lists every route of the app).
+
+    - ``name``: the operation id, unique in the API (``auth_register``, ``billing_plans``).
+    - ``request``: the JSON body's type (decoded with ``read_json``), or a ``Body``; ``None``: no body.
+      A JSON body adds ``bad_request``, ``payload_too_large``, ``unsupported_media_type`` and
+      ``validation_failed`` to the errors by itself.
+    - ``replies``: status -> ``Reply`` for what the route answers besides the error shape.
+    - ``errors``: status -> the stable error codes (``kintsugi_rt/errors.py`` shape) the route itself
+      raises. ``auth="bearer"`` adds the 401 codes of ``AuthService.require_principal``;
+      ``may_be_unavailable`` (the default) adds 503 ``unavailable`` for routes that use PostgreSQL or
+      Redis, and every route may answer 500 ``internal_error``.
+    - ``auth``: the security scheme (``bearer``: a user's access token; ``metrics``: METRICS_TOKEN),
+      ``auth_optional`` when the server may be configured not to ask for it.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Endpoint,
+        *,
+        method: str,
+        name: str,
+        tag: str,
+        summary: str,
+        replies: Mapping[int, Reply],
+        description: str = "",
+        request: Any = None,
+        errors: Mapping[int, tuple[str, ...]] | None = None,
+        params: tuple[Param, ...] = (),
+        auth: Literal["bearer", "metrics"] | None = None,
+        auth_optional: bool = False,
+        may_be_unavailable: bool = True,
+    ) -> None:
+        super().__init__(path, endpoint, methods=[method], name=name)
+        self.method = method.upper()
+        self.tag = tag
+        self.summary = summary
+        self.description = description
+        self.request = request
+        self.replies = dict(replies)
+        self.errors = dict(errors or {})
+        self.params = params
+        self.auth = auth
+        self.auth_optional = auth_optional
+        self.may_be_unavailable = may_be_unavailable

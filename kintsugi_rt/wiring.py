@@ -24,7 +24,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from starlette.routing import BaseRoute
 
-from kintsugi_rt import auth, billing, calls, chat, media, messenger, metrics, ops, presence
+from kintsugi_rt import auth, billing, calls, chat, media, messenger, metrics, ops, people, presence
 from kintsugi_rt.clock import Clock, SystemClock
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.db.database import Database
@@ -62,6 +62,7 @@ class Services:
     messenger: messenger.MessengerService
     media: media.MediaService
     calls: calls.CallService
+    people: people.PeopleService
     registry: SocketRegistry
     gateway: Gateway
 
@@ -138,8 +139,12 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     chat_service = chat.ChatService(ctx, usage=usage, tiers=tiers)
     messenger_service = messenger.MessengerService(ctx)
     media_service = media.MediaService(ctx, media.open_blob_store(settings), tiers=tiers)
+    # The billing plans list the chat models each tier may use.
+    billing_service.plans.offer_models(chat_service.catalogue.models_for)
     # What modules grant one another: members see a conversation's attachments and each other's presence.
     media_service.grant_access(messenger_service.can_see_media)
+    # Attachments carry signed URLs (<img src>), made by media for the messenger's messages.
+    messenger_service.attachment_links = media_service.links_many
     presence_service.audience_providers.append(messenger_service.audience)
 
     async def sfu_sends(call_id: uuid.UUID, party_id: str, signal: calls.SfuSignal) -> None:
@@ -149,6 +154,9 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     calls_service = calls.CallService(
         ctx, messenger=messenger_service, tiers=tiers, livekit=calls.LiveKit(settings), sfu=sfu
     )
+    people_service = people.PeopleService(ctx, messenger=messenger_service, media=media_service)
+    # Anyone signed in may be shown a profile (user.lookup), so anyone may load a current avatar.
+    media_service.grant_access(people_service.can_see_avatar)
 
     registry = SocketRegistry(
         CORE_CLIENT_MESSAGES,
@@ -157,7 +165,9 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             billing.socket_features(usage),
             chat.socket_features(chat_service),
             messenger.socket_features(messenger_service),
+            media.socket_features(media_service),
             calls.socket_features(calls_service),
+            people.socket_features(people_service),
         ],
     )
     gateway = Gateway(
@@ -182,6 +192,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         messenger=messenger_service,
         media=media_service,
         calls=calls_service,
+        people=people_service,
         registry=registry,
         gateway=gateway,
     )

@@ -3,7 +3,7 @@
 Requests arrive as the official SDK sends them (form-encoded bracket notation, Bearer auth,
 ``Idempotency-Key``); responses are JSON objects carrying ``object`` and Stripe-style ids, errors
 use Stripe's ``{"error": {...}}`` shape. It covers what billing uses: customers, Checkout Sessions,
-billing-portal sessions and subscriptions, plus drivers for what happens on Stripe's side
+billing-portal sessions, subscriptions and prices, plus drivers for what happens on Stripe's side
 (a customer completing checkout, subscription changes, signed webhook events).
 """
 
@@ -86,16 +86,41 @@ def no_such(kind: str, ident: str, param: str = "id") -> ApiError:
     return ApiError(status, f"No such {kind}: '{ident}'", code="resource_missing", param=param)
 
 
-def price_object(price_id: str) -> JSON:
+def price_object(
+    price_id: str,
+    unit_amount: int | None = None,
+    *,
+    currency: str = "usd",
+    interval: str = "month",
+    interval_count: int = 1,
+) -> JSON:
+    """A recurring Price as ``GET /v1/prices/{id}`` returns it."""
     return {
         "id": price_id,
         "object": "price",
         "active": True,
-        "currency": "usd",
+        "billing_scheme": "per_unit",
+        "created": int(time.time()),
+        "currency": currency,
+        "custom_unit_amount": None,
         "livemode": False,
+        "lookup_key": None,
+        "metadata": {},
+        "nickname": None,
         "product": "prod_" + price_id.removeprefix("price_"),
-        "recurring": {"interval": "month", "interval_count": 1, "usage_type": "licensed"},
+        "recurring": {
+            "interval": interval,
+            "interval_count": interval_count,
+            "meter": None,
+            "trial_period_days": None,
+            "usage_type": "licensed",
+        },
+        "tax_behavior": "unspecified",
+        "tiers_mode": None,
+        "transform_quantity": None,
         "type": "recurring",
+        "unit_amount": unit_amount,
+        "unit_amount_decimal": None if unit_amount is None else str(unit_amount),
     }
 
 
@@ -127,6 +152,7 @@ class FakeStripe:
         self.checkout_sessions: dict[str, JSON] = {}
         self.portal_sessions: dict[str, JSON] = {}
         self.subscriptions: dict[str, JSON] = {}
+        self.prices: dict[str, JSON] = {}  # add_price() puts them here
         self.requests: list[tuple[str, str, JSON]] = []
         self._checkout_params: dict[str, JSON] = {}  # what each session was created with
         self._idempotent: dict[str, tuple[str, JSON, JSON]] = {}  # key -> (path, params, response)
@@ -140,6 +166,7 @@ class FakeStripe:
             ("GET", "/v1/checkout/sessions/{id}", self._retrieve(self.checkout_sessions, "checkout.session")),
             ("POST", "/v1/billing_portal/sessions", self._create_portal_session),
             ("GET", "/v1/subscriptions/{id}", self._retrieve(self.subscriptions, "subscription")),
+            ("GET", "/v1/prices/{id}", self._retrieve(self.prices, "price")),
         ]
         any_method = ["GET", "POST", "DELETE", "PUT", "PATCH"]
         known = [Route(path, self._endpoint(handler), methods=[method]) for method, path, handler in routes]
@@ -332,6 +359,18 @@ class FakeStripe:
 
     # -- test drivers: what happens on Stripe's side ---------------------------------------------
 
+    def add_price(self, price_id: str, unit_amount: int, **fields: Any) -> JSON:
+        """A price in the account (``currency``, ``interval``, ``interval_count`` as keywords)."""
+        price = price_object(price_id, unit_amount, **fields)
+        self.prices[price_id] = price
+        return price
+
+    def price_reads(self) -> int:
+        """How many ``GET /v1/prices/{id}`` requests arrived."""
+        return sum(
+            1 for method, path, _ in self.requests if method == "GET" and path.startswith("/v1/prices/")
+        )
+
     def complete_checkout(
         self, session_id: str, *, status: str = "active", period_end: int | None = None
     ) -> JSON:
@@ -353,7 +392,7 @@ class FakeStripe:
                 "current_period_end": end,
                 "current_period_start": now,
                 "metadata": {},
-                "price": price_object(line["price"]),
+                "price": self.prices.get(line["price"]) or price_object(line["price"]),
                 "quantity": int(line.get("quantity", 1)),
                 "subscription": sub_id,
             }
@@ -399,7 +438,7 @@ class FakeStripe:
         now = int(time.time())
         for key, value in changes.items():
             if key == "price":
-                items[0]["price"] = price_object(value)
+                items[0]["price"] = self.prices.get(value) or price_object(value)
             elif key == "quantity":
                 items[0]["quantity"] = value
             elif key in ("period_start", "period_end"):

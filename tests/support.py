@@ -27,6 +27,7 @@ from kintsugi_rt.clock import Clock
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.db.embedded import EmbeddedPostgres
 from kintsugi_rt.settings import Settings, load_settings
+from kintsugi_rt.socket.transport import WebSocketProtocol
 from kintsugi_rt.wiring import Services
 
 LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -193,6 +194,7 @@ async def serve_node(settings: Settings, clock: Clock | None = None) -> AsyncIte
         app,
         host="127.0.0.1",
         port=port,
+        ws=WebSocketProtocol,  # as `kintsugi-rt serve` runs
         log_config=None,
         access_log=False,
         lifespan="on",

@@ -237,7 +237,7 @@ async def test_image_round_trip(settings_for: Callable[..., Settings], store: St
         meta = await client.get(f"/api/media/{info['id']}/meta", headers=auth(ann))
         assert meta.status_code == 200
         assert meta.json() == info
-        assert len(await store.leftovers(node)) == 1
+        assert len(await store.leftovers(node)) == 2  # the image and its thumbnail
 
 
 async def test_voice_messages(settings_for: Callable[..., Settings], store: Store) -> None:
@@ -334,7 +334,7 @@ async def test_size_limit_per_tier(settings_for: Callable[..., Settings], store:
         accepted = await upload(client, paid, big, filename="big.png")
         assert accepted.status_code == 201, accepted.text
         assert accepted.json()["size"] == len(big)
-        assert len(await store.leftovers(node)) == 2
+        assert len(await store.leftovers(node)) == 4  # two images, two thumbnails
 
 
 async def test_oversized_stream_is_cut_off_early(settings_for: Callable[..., Settings], store: Store) -> None:
@@ -418,7 +418,7 @@ async def test_s3_multipart_upload_and_abort(settings_for: Callable[..., Setting
         got = await client.get(f"/api/media/{accepted.json()['id']}", headers=auth(paid))
         assert got.content == content
         assert got.headers["content-disposition"].startswith("inline")
-        assert len(await store.leftovers(node)) == 1
+        assert len(await store.leftovers(node)) == 2  # the image and its thumbnail
 
 
 async def test_access_rules(settings_for: Callable[..., Settings], store: Store) -> None:

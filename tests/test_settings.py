@@ -69,6 +69,8 @@ def test_rate_limit_format() -> None:
         ("DATABASE_URL", "mysql://x"),
         ("REDIS_URL", "localhost:6379"),
         ("AUTH_RATE_LIMIT_IP", "lots"),
+        ("USER_LOOKUP_RATE_LIMIT", "30"),
+        ("USER_SEARCH_RATE_LIMIT", "0/1m"),
         ("LOG_LEVEL", "loud"),
     ],
 )

@@ -43,11 +43,16 @@ from tests.wsclient import new_user
 SettingsFor = Callable[..., Settings]
 Frame = str | bytes
 
-NO_RATE_LIMIT = {"WS_RATE_LIMIT": "100000/1s", "AUTH_RATE_LIMIT_IP": "100000/1m"}
+NO_RATE_LIMIT = {
+    "WS_RATE_LIMIT": "100000/1s",
+    "AUTH_RATE_LIMIT_IP": "100000/1m",
+    "USER_LOOKUP_RATE_LIMIT": "100000/1m",
+    "USER_SEARCH_RATE_LIMIT": "100000/1m",
+}
 REPLY_TIMEOUT = 5.0
 # Text that only an exception (not a validation message) would put into a frame.
 TRACEBACK_MARKERS = ("Traceback", 'File "', '.py"', "Error(")
-ERROR_KEYS = {"type", "code", "message", "id", "details"}
+ERROR_KEYS = {"type", "code", "message", "id", "fields", "details"}  # docs/rest.md: the error shape
 # What renewing with a token that is not this user's live one may answer (never bad_request: it is a str).
 AUTH_ERRORS = {"invalid_token", "token_expired", "session_revoked", "forbidden"}
 

@@ -38,3 +38,9 @@ class TokenPair(msgspec.Struct):
     expires_in: int
     refresh_expires_in: int
     token_type: str = "Bearer"
+
+
+class SessionsRevoked(msgspec.Struct):
+    """``POST /api/auth/logout-all``: how many logins were ended."""
+
+    sessions_revoked: int

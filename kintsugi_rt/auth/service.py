@@ -35,8 +35,8 @@ INVALID_CREDENTIALS = "invalid_credentials"
 INVALID_REFRESH_TOKEN = "invalid_refresh_token"
 REFRESH_TOKEN_EXPIRED = "refresh_token_expired"
 REFRESH_TOKEN_REUSED = "refresh_token_reused"
-INVALID_TOKEN = "invalid_token"
-SESSION_REVOKED = "session_revoked"
+INVALID_TOKEN = errors.INVALID_TOKEN
+SESSION_REVOKED = errors.SESSION_REVOKED
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,11 @@ from kintsugi_rt.billing.meter import MAX_HISTORY, UsageMeter
 from kintsugi_rt.billing.routes import routes
 from kintsugi_rt.billing.service import BillingService, webhook_secret_missing
 from kintsugi_rt.billing.tiers import TIER_REQUIRED, Tiers
+from kintsugi_rt.billing.usage import UsageState
 from kintsugi_rt.logs import get_logger
 from kintsugi_rt.settings import Settings, SettingsError
 from kintsugi_rt.socket.protocol import BAD_REQUEST
-from kintsugi_rt.socket.registry import Result, SocketContext, SocketError, SocketFeatures, SocketHandler
+from kintsugi_rt.socket.registry import SocketContext, SocketError, SocketFeatures, SocketHandler
 
 __all__ = ["BillingService", "Tiers", "UsageMeter", "check_webhook_secret", "routes", "socket_features"]
 
@@ -48,10 +49,10 @@ def check_webhook_secret(settings: Settings) -> None:
 def socket_features(usage: UsageMeter) -> SocketFeatures:
     """The usage frames, bound to ``usage``."""
 
-    async def usage_get(conn: SocketContext, message: f.UsageGet) -> Result:
+    async def usage_get(conn: SocketContext, message: f.UsageGet) -> UsageState:
         return await usage.state(conn.user_id)
 
-    async def usage_history(conn: SocketContext, message: f.UsageHistory) -> Result:
+    async def usage_history(conn: SocketContext, message: f.UsageHistory) -> f.UsageHistoryResult:
         start, end = message.from_, message.to
         if start.tzinfo is None or end.tzinfo is None:
             raise SocketError(

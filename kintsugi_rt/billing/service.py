@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 import stripe
 
@@ -21,7 +21,15 @@ from kintsugi_rt.auth.messages import User
 from kintsugi_rt.auth.validation import normalize_email
 from kintsugi_rt.billing import storage
 from kintsugi_rt.billing.frames import SubscriptionUpdated
+from kintsugi_rt.billing.messages import (
+    CheckoutSession,
+    PortalSession,
+    Subscription,
+    Tier,
+    WebhookReceipt,
+)
 from kintsugi_rt.billing.meter import UsageMeter
+from kintsugi_rt.billing.plans import PlanCatalogue
 from kintsugi_rt.billing.stripe_api import (
     EventEnvelope,
     HandledEvent,
@@ -76,6 +84,7 @@ class BillingService:
         self.api = StripeApi(settings) if settings.stripe_secret_key else None
         self.prices = settings.stripe_prices()  # price id -> tier
         self.webhooks = self.api is not None and not webhook_secret_missing(settings)
+        self.plans = PlanCatalogue(ctx, self.api)
         ctx.features["billing"] = "stripe" if self.api else "off"
         ctx.features["billing_webhooks"] = "on" if self.webhooks else "off"
 
@@ -88,7 +97,7 @@ class BillingService:
 
     # --- REST -----------------------------------------------------------------------------------
 
-    async def checkout(self, user: User, tier: str) -> dict[str, str]:
+    async def checkout(self, user: User, tier: str) -> CheckoutSession:
         api = self.require_api()
         price = next((p for p, t in self.prices.items() if t == tier), None)
         if price is None:
@@ -106,25 +115,25 @@ class BillingService:
         customer = await self._customer(api, user)
         session_id, url = await self._call(api.checkout(customer, price, str(user.id)))
         log.info("billing.checkout_created", user_id=str(user.id), tier=tier, session_id=session_id)
-        return {"id": session_id, "url": url}
+        return CheckoutSession(id=session_id, url=url)
 
-    async def portal(self, user: User) -> dict[str, str]:
+    async def portal(self, user: User) -> PortalSession:
         api = self.require_api()
         customer = await storage.customer_of(self.ctx.db.pool, user.id)
         if customer is None:
             raise ApiError(409, NO_CUSTOMER, "There is no billing account yet; subscribe first.")
-        return {"url": await self._call(api.portal(customer))}
+        return PortalSession(url=await self._call(api.portal(customer)))
 
-    async def subscription(self, user: User) -> dict[str, Any]:
+    async def subscription(self, user: User) -> Subscription:
         self.require_api()
         row = await storage.subscription_of(self.ctx.db.pool, user.id)
         tier = await self.tiers.tier_of(user.id)
-        return {
-            "tier": tier,
-            "status": row["status"] if row else "none",
-            "current_period_end": row["current_period_end"] if row else None,
-            "cancel_at_period_end": row["cancel_at_period_end"] if row else False,
-        }
+        return Subscription(
+            tier=cast(Tier, tier),
+            status=row["status"] if row else "none",
+            current_period_end=row["current_period_end"] if row else None,
+            cancel_at_period_end=row["cancel_at_period_end"] if row else False,
+        )
 
     def _paid_tiers(self) -> str:
         return ", ".join(t for t in TIERS if t in self.prices.values())
@@ -151,7 +160,7 @@ class BillingService:
 
     # --- webhooks --------------------------------------------------------------------------------
 
-    async def webhook(self, payload: bytes, signature: str | None) -> dict[str, Any]:
+    async def webhook(self, payload: bytes, signature: str | None) -> WebhookReceipt:
         api = self.require_api()
         if not self.webhooks:
             raise ApiError(
@@ -169,7 +178,7 @@ class BillingService:
         try:
             envelope = decode_event(payload, EventEnvelope)
             if envelope.type not in HANDLED_EVENTS:
-                return {"received": True, "applied": False}
+                return WebhookReceipt(received=True, applied=False)
             event = decode_event(payload, HandledEvent)
             sub_id = event.data.object.subscription_id()
         except InvalidEvent as exc:
@@ -179,7 +188,7 @@ class BillingService:
             ) from None
         snapshot = await self._call(api.subscription(sub_id)) if sub_id else None
         applied = await self._apply(event.id, event.type, event.data.object.customer_id(), snapshot)
-        return {"received": True, "applied": applied}
+        return WebhookReceipt(received=True, applied=applied)
 
     async def _apply(
         self, event_id: str, event_type: str, customer_id: str | None, snapshot: SubscriptionSnapshot | None

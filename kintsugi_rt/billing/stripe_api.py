@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 import stripe
 
+from kintsugi_rt.billing.messages import PlanPrice
 from kintsugi_rt.settings import Settings
 from kintsugi_rt.web import describe_validation_error
 
@@ -190,6 +191,20 @@ class StripeApi:
             price_id=items[0]["price"]["id"] if items else None,
             current_period_end=datetime.fromtimestamp(period_end, UTC) if period_end else None,
             cancel_at_period_end=bool(sub.get("cancel_at_period_end")),
+        )
+
+    async def price(self, price_id: str) -> PlanPrice:
+        """A price as Stripe holds it now (``GET /v1/prices/{id}``)."""
+        price = (await self._client.v1.prices.retrieve_async(price_id)).to_dict()
+        recurring = price.get("recurring") or {}
+        amount = price.get("unit_amount")
+        count = recurring.get("interval_count")
+        return PlanPrice(
+            id=str(price["id"]),
+            currency=str(price["currency"]),
+            unit_amount=int(amount) if amount is not None else None,
+            interval=recurring.get("interval"),
+            interval_count=int(count) if count is not None else None,
         )
 
     def verify(self, payload: bytes, signature: str, now: float) -> None:

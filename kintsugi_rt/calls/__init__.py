@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from kintsugi_rt import errors
 from kintsugi_rt.calls import examples as ex
@@ -14,12 +15,16 @@ from kintsugi_rt.calls.service import ERROR_CODES, CallService
 from kintsugi_rt.calls.sfu import Sfu, SfuSignal
 from kintsugi_rt.errors import ApiError
 from kintsugi_rt.socket.registry import SocketFeatures, SocketHandler
-from kintsugi_rt.web import json_response, read_body
+from kintsugi_rt.web import ApiRoute, Body, Param, Reply, json_response, read_body
 
 __all__ = ["CallService", "LiveKit", "Sfu", "SfuSignal", "routes", "socket_features"]
 
 # LiveKit's webhook events are small JSON documents.
 MAX_WEBHOOK_BYTES = 64 * 1024
+
+
+class LiveKitReceipt(msgspec.Struct):
+    received: bool
 
 
 def socket_features(calls: CallService) -> SocketFeatures:
@@ -55,6 +60,27 @@ def routes(calls: CallService) -> list[BaseRoute]:
         except InvalidWebhook as exc:
             raise ApiError(401, "invalid_signature", f"The webhook is not LiveKit's: {exc}") from None
         await calls.on_livekit_event(event)
-        return json_response({"received": True})
+        return json_response(LiveKitReceipt(received=True))
 
-    return [Route("/api/calls/livekit/webhook", livekit_webhook, methods=["POST"])]
+    return [
+        ApiRoute(
+            "/api/calls/livekit/webhook",
+            livekit_webhook,
+            method="POST",
+            name="calls_livekit_webhook",
+            tag="calls",
+            summary="LiveKit's webhook events (for LiveKit, not for clients)",
+            description="Who joined or left a group call's room. Signed with LIVEKIT_API_SECRET; 404 "
+            "when LiveKit is not configured (docs/calls.md).",
+            request=Body("application/webhook+json", {"type": "object"}, "A LiveKit WebhookEvent."),
+            params=(
+                Param("Authorization", "header", "LiveKit's signed token over the body.", required=True),
+            ),
+            replies={200: Reply("Received.", LiveKitReceipt)},
+            errors={
+                401: ("invalid_signature",),
+                404: (errors.NOT_FOUND,),
+                413: (errors.PAYLOAD_TOO_LARGE,),
+            },
+        )
+    ]

@@ -29,6 +29,10 @@ class Catalogue:
             self.default = OFFLINE_DEMO.id
         self.max_output_tokens = settings.chat_max_output_tokens
 
+    def models_for(self, tier: str) -> list[str]:
+        """The ids of the models ``tier`` may use (``GET /api/billing/plans``)."""
+        return [model.id for model in self.models.values() if tier in model.tiers]
+
     def get(self, model_id: str) -> ModelSpec | None:
         return self.models.get(model_id)
 

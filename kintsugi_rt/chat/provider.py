@@ -252,11 +252,13 @@ OFFLINE_REPLY = (
 
 
 class OfflineDemoProvider:
-    """Development without a provider key: an honest, fixed reply at about 30 words a second."""
+    """Development without a provider key: an honest, fixed reply, one word (token) at a time at
+    ``tokens_per_second`` (CHAT_DEMO_TOKENS_PER_SECOND, 20 by default: slow enough to send
+    ``chat.stop`` by hand from wscat)."""
 
-    def __init__(self, first_token_delay: float = 0.3, word_interval: float = 0.033) -> None:
+    def __init__(self, tokens_per_second: float, first_token_delay: float = 0.3) -> None:
         self._first = first_token_delay
-        self._interval = word_interval
+        self._interval = 1.0 / tokens_per_second
 
     async def stream(
         self, model: str, messages: list[dict[str, str]], max_tokens: int

@@ -114,7 +114,7 @@ class ChatService:
         if self.catalogue.provider == "openai":
             self.provider = OpenAIProvider(ctx.settings)
         elif self.catalogue.provider == "offline-demo":
-            self.provider = OfflineDemoProvider()
+            self.provider = OfflineDemoProvider(ctx.settings.chat_demo_tokens_per_second)
         else:
             self.provider = None
         self.live: LiveAnswers = (

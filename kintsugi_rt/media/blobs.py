@@ -53,8 +53,9 @@ class BlobStore(Protocol):
         """Store every chunk under ``key``; on any error from ``chunks`` leave nothing and re-raise."""
         ...
 
-    async def get(self, key: str) -> AsyncIterator[bytes]:
-        """The object's bytes, chunk by chunk; ``ObjectNotFound`` before the first chunk if missing."""
+    async def get(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
+        """The object's bytes from ``offset`` (``length`` of them, or to the end), chunk by chunk;
+        ``ObjectNotFound`` before the first chunk if missing. The range must lie within the object."""
         ...
 
     async def delete(self, key: str) -> None:
@@ -117,12 +118,18 @@ class LocalStorage:
                 staging.unlink()
             raise
 
-    async def get(self, key: str) -> AsyncIterator[bytes]:
+    async def get(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         try:
             handle = await asyncio.to_thread(self.path(key).open, "rb")
         except FileNotFoundError:
             raise ObjectNotFound(key) from None
-        return _read_file(handle)
+        if offset:
+            try:
+                await asyncio.to_thread(handle.seek, offset)
+            except BaseException:
+                handle.close()
+                raise
+        return _read_file(handle, length)
 
     async def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError, ObjectNotFound):
@@ -142,9 +149,17 @@ def _finish(handle: BinaryIO, staging: Path, final: Path) -> None:
     os.replace(staging, final)
 
 
-async def _read_file(handle: BinaryIO) -> AsyncIterator[bytes]:
+async def _read_file(handle: BinaryIO, length: int | None) -> AsyncIterator[bytes]:
+    """``length`` bytes (or all that is left) from where ``handle`` stands."""
+    left = length
     try:
-        while chunk := await asyncio.to_thread(handle.read, READ_CHUNK):
+        while left is None or left > 0:
+            want = READ_CHUNK if left is None else min(READ_CHUNK, left)
+            chunk = await asyncio.to_thread(handle.read, want)
+            if not chunk:
+                return
+            if left is not None:
+                left -= len(chunk)
             yield chunk
     finally:
         handle.close()
@@ -238,9 +253,15 @@ class S3Storage:
         except Exception as exc:  # the bucket's lifecycle rule is the backstop
             log.warning("media.s3_abort_failed", key=key, error=repr(exc))
 
-    async def get(self, key: str) -> AsyncIterator[bytes]:
+    async def get(self, key: str, offset: int = 0, length: int | None = None) -> AsyncIterator[bytes]:
         try:
-            found = await self.client.get_object(Bucket=self.bucket, Key=key)
+            if offset or length is not None:
+                end = "" if length is None else str(offset + length - 1)
+                found = await self.client.get_object(
+                    Bucket=self.bucket, Key=key, Range=f"bytes={offset}-{end}"
+                )
+            else:
+                found = await self.client.get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
                 raise ObjectNotFound(key) from None

@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from kintsugi_rt import errors
@@ -25,7 +25,9 @@ from kintsugi_rt.context import AppContext
 from kintsugi_rt.errors import ApiError
 from kintsugi_rt.logs import get_logger
 from kintsugi_rt.media.blobs import BlobStore, storage_key
-from kintsugi_rt.media.messages import MediaInfo
+from kintsugi_rt.media.frames import MediaLinksGet, MediaLinksResult
+from kintsugi_rt.media.links import UrlSigner
+from kintsugi_rt.media.messages import MediaInfo, MediaLinks
 from kintsugi_rt.media.multipart import MultipartReader, Part, boundary_of, too_large
 from kintsugi_rt.media.sniff import (
     AS_AUDIO,
@@ -33,12 +35,23 @@ from kintsugi_rt.media.sniff import (
     IMAGE_TYPES,
     INT4_MAX,
     SNIFF_BYTES,
-    AudioSpool,
+    Spool,
     audio_duration_ms,
     image_size,
     sniff,
 )
-from kintsugi_rt.media.storage import StoredMedia, get_media, insert_media
+from kintsugi_rt.media.storage import (
+    Executor,
+    LinkTarget,
+    StoredMedia,
+    StoredThumbnail,
+    get_media,
+    insert_media,
+    insert_thumbnail,
+    link_targets,
+)
+from kintsugi_rt.media.thumbnails import Thumbnail, make_thumbnail
+from kintsugi_rt.socket.registry import SocketContext
 
 log = get_logger(__name__)
 
@@ -49,6 +62,9 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 MAX_FIELDS = 16
 MAX_FIELD_BYTES = 256
 MAX_FILENAME_CHARS = 255
+MIN_URL_SECRET_LENGTH = 32
+# Thumbnails made at once on one node (each decodes an image in a thread).
+THUMBNAIL_CONCURRENCY = 2
 
 _UNSAFE_FILENAME = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -68,6 +84,35 @@ class _Received:
     sha256: str = ""
     image_head: bytearray = field(default_factory=bytearray)
     duration_ms: int | None = None
+    # A copy of an image's bytes, for its thumbnail (closed by ``upload``).
+    spool: Spool | None = None
+    decoding: asyncio.Future[Thumbnail] | None = None
+    thumbnail: StoredThumbnail | None = None
+
+
+class MediaNotFound(LookupError):
+    """No media file has this id."""
+
+
+def _consume(task: asyncio.Future[Thumbnail]) -> None:
+    """Retrieve the outcome of a decode nobody may wait for any more (its upload was cancelled)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _close_when_decoded(received: _Received) -> None:
+    """Close the upload's copy now, or once a decode still reading it (its upload cancelled) is done."""
+    spool, decoding = received.spool, received.decoding
+    assert spool is not None
+    if decoding is None or decoding.done():
+        spool.close()
+    else:
+        decoding.add_done_callback(lambda _: spool.close())
+
+
+def thumbnail_key(original_key: str) -> str:
+    """Where an image's thumbnail is stored: beside the image."""
+    return f"{original_key}.thumb"
 
 
 def not_found() -> ApiError:
@@ -129,12 +174,18 @@ class MediaService:
         self.tiers = tiers
         # Who else may read a file; the first check that says yes wins (wiring.py grants them).
         self.access_checks: list[AccessCheck] = []
+        self.signer = UrlSigner.from_settings(ctx.settings)
+        self._thumbnail_slots = asyncio.Semaphore(THUMBNAIL_CONCURRENCY)
 
     def grant_access(self, check: AccessCheck) -> None:
         """Let the users ``check`` names read files they did not upload (e.g. a conversation's members)."""
         self.access_checks.append(check)
 
     async def start(self) -> None:
+        settings = self.ctx.settings
+        secret = settings.media_url_secret
+        if settings.is_production and secret is not None and len(secret) < MIN_URL_SECRET_LENGTH:
+            raise RuntimeError(f"MEDIA_URL_SECRET: at least {MIN_URL_SECRET_LENGTH} characters in production")
         await self.storage.start()
         log.info("media.storage", storage=self.storage.name)
 
@@ -181,11 +232,21 @@ class MediaService:
                 raise _invalid("file", "This field is required.")
             kind, duration = _form_values(form)
             info = self._describe(received, kind, duration)
-            await insert_media(self.ctx.db.pool, user_id, info, received.key)
+            if received.spool is not None and info.content_type in IMAGE_TYPES:
+                received.thumbnail = await self._thumbnail(received)
+            async with self.ctx.db.pool.acquire() as db, db.transaction():
+                await insert_media(db, user_id, info, received.key)
+                if received.thumbnail is not None:
+                    await insert_thumbnail(db, info.id, received.thumbnail)
         except BaseException:
             if received is not None:
                 await asyncio.shield(self._discard(received.key))
+                if received.thumbnail is not None:
+                    await asyncio.shield(self._discard(received.thumbnail.storage_key))
             raise
+        finally:
+            if received is not None and received.spool is not None:
+                _close_when_decoded(received)
         log.info(
             "media.uploaded",
             media_id=str(info.id),
@@ -194,6 +255,7 @@ class MediaService:
             content_type=info.content_type,
             size=info.size,
             storage=self.storage.name,
+            thumbnail=received.thumbnail is not None,
         )
         return info
 
@@ -230,8 +292,8 @@ class MediaService:
             content_type=content_type,
             filename=clean_filename(part.filename),
         )
-        spool = AudioSpool() if content_type.startswith("audio/") else None
         probe_image = content_type in IMAGE_TYPES
+        spool = Spool() if content_type.startswith("audio/") or probe_image else None
         hasher = hashlib.sha256()
 
         async def chunks() -> AsyncIterator[bytes]:
@@ -260,16 +322,62 @@ class MediaService:
         try:
             await self.storage.put(received.key, chunks(), content_type)
             try:
-                if spool is not None:
+                if spool is not None and not probe_image:
                     received.duration_ms = await asyncio.to_thread(audio_duration_ms, spool.file)
             except BaseException:
                 await asyncio.shield(self._discard(received.key))
                 raise
-        finally:
+        except BaseException:
             if spool is not None:
                 spool.close()
+            raise
+        if spool is not None and probe_image:
+            received.spool = spool  # for the thumbnail; ``upload`` closes it
+        elif spool is not None:
+            spool.close()
         received.sha256 = hasher.hexdigest()
         return received
+
+    async def _thumbnail(self, received: _Received) -> StoredThumbnail | None:
+        """Make and store the image's thumbnail; ``None`` (logged) if it cannot be made: the image is
+        kept all the same."""
+        assert received.spool is not None
+        max_pixels = self.ctx.settings.media_thumbnail_max_pixels
+        # Shielded: an upload cancelled meanwhile does not free the slot before its thread is done.
+        decoding = received.decoding = asyncio.ensure_future(self._decode(received.spool, max_pixels))
+        decoding.add_done_callback(_consume)
+        try:
+            made = await asyncio.shield(decoding)
+        except Exception as exc:
+            log.warning(
+                "media.thumbnail_failed",
+                media_id=str(received.id),
+                content_type=received.content_type,
+                error=repr(exc),
+            )
+            return None
+        key = thumbnail_key(received.key)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield made.data
+
+        try:
+            await self.storage.put(key, body(), made.content_type)
+        except Exception as exc:
+            log.warning("media.thumbnail_failed", media_id=str(received.id), error=repr(exc), storage_key=key)
+            return None
+        return StoredThumbnail(
+            storage_key=key,
+            content_type=made.content_type,
+            size=len(made.data),
+            sha256=hashlib.sha256(made.data).hexdigest(),
+            width=made.width,
+            height=made.height,
+        )
+
+    async def _decode(self, spool: Spool, max_pixels: int) -> Thumbnail:
+        async with self._thumbnail_slots:
+            return await asyncio.to_thread(make_thumbnail, spool.file, max_pixels)
 
     def _describe(self, received: _Received, kind: str | None, client_duration: int | None) -> MediaInfo:
         content_type = received.content_type
@@ -326,6 +434,13 @@ class MediaService:
             raise not_found()
         return media
 
+    async def stored(self, media_id: uuid.UUID) -> StoredMedia:
+        """The media file, for a caller that has checked the right to read it (a signed URL)."""
+        media = await get_media(self.ctx.db.pool, media_id)
+        if media is None:
+            raise not_found()
+        return media
+
     async def may_read(self, user_id: uuid.UUID, owner_id: uuid.UUID, media_id: uuid.UUID) -> bool:
         if user_id == owner_id:
             return True
@@ -337,5 +452,54 @@ class MediaService:
                 log.warning("media.access_check_failed", media_id=str(media_id), error=repr(exc))
         return False
 
-    async def open(self, media: StoredMedia) -> AsyncIterator[bytes]:
-        return await self.storage.get(media.storage_key)
+    # --- signed URLs ---
+
+    def sign(self, media_id: uuid.UUID, has_thumbnail: bool) -> MediaLinks:
+        """Signed URLs of a file, without asking the database (the caller knows it has a thumbnail)."""
+        exp = self.signer.expiry(self.ctx.clock.now())
+        return MediaLinks(
+            media_id=media_id,
+            url=self.signer.url(media_id, "original", exp),
+            thumbnail_url=self.signer.url(media_id, "thumbnail", exp) if has_thumbnail else None,
+            expires_at=self.signer.expires_at(exp),
+        )
+
+    async def links(self, media_id: uuid.UUID) -> MediaLinks:
+        """Signed URLs of a file, for whoever the caller has decided may read it (no access check here);
+        ``MediaNotFound`` if there is no such file."""
+        found = await self.links_many([media_id])
+        if media_id not in found:
+            raise MediaNotFound(media_id)
+        return found[media_id]
+
+    async def links_many(
+        self, media_ids: Sequence[uuid.UUID], db: Executor | None = None
+    ) -> dict[uuid.UUID, MediaLinks]:
+        """Signed URLs of every file of ``media_ids`` that exists (no access check here: the caller
+        decides who sees them), in one query; on ``db`` if given (a caller inside a transaction)."""
+        if not media_ids:
+            return {}
+        targets = await link_targets(db or self.ctx.db.pool, list(dict.fromkeys(media_ids)))
+        return {media_id: self.sign(media_id, t.has_thumbnail) for media_id, t in targets.items()}
+
+    async def readable_links(
+        self, user_id: uuid.UUID, media_ids: Sequence[uuid.UUID]
+    ) -> tuple[list[MediaLinks], list[uuid.UUID]]:
+        """Signed URLs of the files ``user_id`` may read, in the order asked, and every other id (no such
+        file, or not theirs to read: the two are never told apart)."""
+        wanted = list(dict.fromkeys(media_ids))
+        targets = await link_targets(self.ctx.db.pool, wanted)
+        readable: list[MediaLinks] = []
+        refused: list[uuid.UUID] = []
+        for media_id in wanted:
+            target: LinkTarget | None = targets.get(media_id)
+            if target is not None and await self.may_read(user_id, target.owner_id, media_id):
+                readable.append(self.sign(media_id, target.has_thumbnail))
+            else:
+                refused.append(media_id)
+        return readable, refused
+
+    async def renew_links(self, conn: SocketContext, message: MediaLinksGet) -> MediaLinksResult:
+        """``media.links``: fresh signed URLs of the files the caller may read."""
+        links, refused = await self.readable_links(conn.user_id, message.media_ids)
+        return MediaLinksResult(links=links, not_found=refused)

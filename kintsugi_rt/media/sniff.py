@@ -18,8 +18,9 @@ import mutagen
 SNIFF_BYTES = 8192
 # Image headers (with EXIF/ICC segments before a JPEG's frame header) fit in this.
 IMAGE_PROBE_BYTES = 1024 * 1024
-# An audio copy for the duration probe stays in memory up to this, then spills to a temporary file.
-AUDIO_SPOOL_MEMORY = 1024 * 1024
+# A copy of an audio file (for the duration probe) or an image (for its thumbnail) stays in memory up to
+# this, then spills to a temporary file.
+SPOOL_MEMORY = 1024 * 1024
 
 TEXT_PLAIN = "text/plain"
 # width, height and duration_ms are PostgreSQL integer columns; a header claiming more is refused.
@@ -101,15 +102,16 @@ def audio_duration_ms(file: IO[bytes]) -> int | None:
     return round(length * 1000)
 
 
-class AudioSpool:
-    """A copy of an audio upload for the duration probe: memory up to a point, then a temporary file."""
+class Spool:
+    """A copy of an upload for the audio duration probe or the image thumbnail: memory up to a point, then
+    a temporary file."""
 
     def __init__(self) -> None:
-        self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=AUDIO_SPOOL_MEMORY)  # noqa: SIM115
+        self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY)  # noqa: SIM115
 
     @property
     def in_memory(self) -> bool:
-        return self.file.tell() < AUDIO_SPOOL_MEMORY
+        return self.file.tell() < SPOOL_MEMORY
 
     def write(self, chunk: bytes) -> None:
         self.file.write(chunk)

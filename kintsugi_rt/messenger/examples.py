@@ -31,7 +31,7 @@ _CONVERSATION = m.Conversation(
     unread=1,
     created_at=_AT,
     members=[
-        m.Member(user_id=_A, role="member", display_name="Ann", read_seq=42),
+        m.Member(user_id=_A, role="member", display_name="Ann", read_seq=42, handle="ann"),
         m.Member(user_id=_B, role="member", display_name="Bo", read_seq=41),
     ],
     last_message=_MESSAGE,

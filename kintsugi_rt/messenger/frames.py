@@ -170,7 +170,10 @@ class Reaction(msgspec.Struct):
 
 
 class Attachment(msgspec.Struct, omit_defaults=True):
-    """Download with ``GET /api/media/{id}`` (members of the conversation only)."""
+    """A file sent with the message. ``url`` (and ``thumbnail_url`` for an image that has one) load it
+    without a token (``<img src>``, ``<audio>``, ``<video>``; relative to the server) until
+    ``expires_at``; after that, or in an event replayed later, get fresh ones with ``media.links``.
+    ``GET /api/media/{id}`` with the access token works too (members of the conversation only)."""
 
     id: uuid.UUID
     kind: str
@@ -180,6 +183,9 @@ class Attachment(msgspec.Struct, omit_defaults=True):
     width: int | None = None
     height: int | None = None
     duration_ms: int | None = None
+    url: str | None = None
+    thumbnail_url: str | None = None
+    expires_at: datetime | None = None
 
 
 class CallEntry(msgspec.Struct, omit_defaults=True):
@@ -215,6 +221,8 @@ class Member(msgspec.Struct):
     role: Role
     display_name: str
     read_seq: int | None = None  # only when that member shares receipts
+    handle: str | None = None  # their @handle (without the '@'), if they chose one
+    avatar_media_id: uuid.UUID | None = None  # their avatar: GET /api/media/{id}
 
 
 class Conversation(msgspec.Struct, omit_defaults=True):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
 
 import asyncpg
 import emoji
@@ -73,6 +75,26 @@ TYPING_TTL_MS = 6000
 TYPING_THROTTLE_SECONDS = 3.0
 
 
+class AttachmentLinks(Protocol):
+    """Signed URLs of one attachment (media's ``MediaLinks`` is one)."""
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def thumbnail_url(self) -> str | None: ...
+
+    @property
+    def expires_at(self) -> datetime: ...
+
+
+LinkAttachments = Callable[
+    [Sequence[uuid.UUID], storage.Executor], Awaitable[Mapping[uuid.UUID, AttachmentLinks]]
+]
+"""``(media_ids, db) -> {media_id: links}``: signed URLs of the files (given by the composition root;
+queried on ``db``, the messenger's connection, so a transaction never waits for a second one)."""
+
+
 def _not_found() -> SocketError:
     return SocketError(NOT_FOUND, "No such conversation or message.")
 
@@ -88,6 +110,8 @@ class MessengerService:
         self.ctx = ctx
         self.settings = ctx.settings
         self._typing_sent: dict[tuple[str, uuid.UUID], float] = {}
+        # Signed URLs for attachments (wiring.py: media's links_many); without it they carry none.
+        self.attachment_links: LinkAttachments | None = None
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -108,6 +132,22 @@ class MessengerService:
                 {"limit": self.settings.messenger_max_text},
             )
         return text
+
+    async def _link(self, db: storage.Executor, messages: Iterable[Message]) -> None:
+        """Put signed URLs on the attachments of these messages (a conversation's ``last_message`` is a
+        preview without attachments)."""
+        if self.attachment_links is None:
+            return
+        attachments = [attachment for message in messages for attachment in message.attachments]
+        if not attachments:
+            return
+        links = await self.attachment_links([a.id for a in attachments], db)
+        for attachment in attachments:
+            link = links.get(attachment.id)
+            if link is not None:
+                attachment.url = link.url
+                attachment.thumbnail_url = link.thumbnail_url
+                attachment.expires_at = link.expires_at
 
     async def _member(self, db: storage.Executor, conversation_id: uuid.UUID, user_id: uuid.UUID) -> str:
         role = await storage.role_of(db, conversation_id, user_id)
@@ -264,6 +304,7 @@ class MessengerService:
             page = await storage.messages_after(pool, conn.user_id, view.id, held, budget)
             found.extend(page)
             budget -= len(page)
+        await self._link(pool, found)
         return SyncResult(conversations=views, messages=found)
 
     # --- messages -------------------------------------------------------------------------------
@@ -315,6 +356,7 @@ class MessengerService:
             await self._member(db, conversation_id, sender)
             retried = await storage.sent_before(db, sender, conversation_id, client_msg_id)
             if retried is not None:  # the client retried a send that had worked: same message, no event
+                await self._link(db, [retried])
                 return MessageRef(message=retried)
             if reply_to is not None and not await storage.message_in_conversation(
                 db, reply_to, conversation_id
@@ -346,10 +388,12 @@ class MessengerService:
                 twin = await storage.sent_before(db, sender, conversation_id, client_msg_id)
                 if twin is None:
                     raise
+                await self._link(db, [twin])
                 return MessageRef(message=twin)
             if attachments:
                 await storage.attach_media(db, stored.id, attachments)
                 stored.attachments = (await storage.attachments_for(db, [stored.id])).get(stored.id, [])
+                await self._link(db, [stored])
             delivery = await self._emit(
                 db, await storage.member_ids(db, conversation_id), MessageNew(message=stored)
             )
@@ -429,6 +473,7 @@ class MessengerService:
         """Every member's durable event with the message's new state; publish it after the commit."""
         stored = await storage.message(db, message_id)
         assert stored is not None
+        await self._link(db, [stored])
         members = await storage.member_ids(db, stored.conversation_id)
         delivery = await self._emit(db, members, MessageUpdated(message=stored, change=change))  # type: ignore[arg-type]
         return delivery, MessageRef(message=stored)
@@ -441,12 +486,14 @@ class MessengerService:
                 pool, conn.user_id, message.conversation_id, message.after_seq, message.limit + 1
             )
             more = len(page) > message.limit
+            await self._link(pool, page[: message.limit])
             return MessagePage(messages=page[: message.limit], has_more=more)
         before = message.before_seq if message.before_seq is not None else 2**62
         page = await storage.messages_before(
             pool, conn.user_id, message.conversation_id, before, message.limit + 1
         )
         more = len(page) > message.limit
+        await self._link(pool, page[: message.limit])
         return MessagePage(messages=list(reversed(page[: message.limit])), has_more=more)
 
     async def search(self, conn: SocketContext, message: MessageSearch) -> MessagePage:
@@ -456,6 +503,7 @@ class MessengerService:
         page = await storage.search_messages(
             pool, conn.user_id, message.query, message.conversation_id, message.limit
         )
+        await self._link(pool, page)
         return MessagePage(messages=page, has_more=False)
 
     async def read(self, conn: SocketContext, message: MessageRead) -> None:
@@ -501,7 +549,17 @@ class MessengerService:
         """Media: the members of a conversation may read the files sent to it."""
         return await storage.can_see_media(self.ctx.db.pool, user_id, media_id)
 
-    # --- for other modules (calls) -----------------------------------------------------------------
+    # --- for other modules (calls, people) ---------------------------------------------------------
+
+    async def shares_conversation(self, user_id: uuid.UUID, other_id: uuid.UUID) -> bool:
+        """People: whether the two users are members of one conversation (at least)."""
+        return await storage.shares_conversation(self.ctx.db.pool, user_id, other_id)
+
+    async def contacts_matching(self, user_id: uuid.UUID, query: str, limit: int) -> list[uuid.UUID]:
+        """People: up to ``limit`` users sharing a conversation with ``user_id`` whose display name or
+        handle contains ``query`` (any case, taken literally: ``%`` and ``_`` are no wildcards), those
+        starting with it first. Only ever the user's contacts."""
+        return await storage.contacts_matching(self.ctx.db.pool, user_id, query, limit)
 
     async def conversation_for(
         self, user_id: uuid.UUID, conversation_id: uuid.UUID

@@ -201,7 +201,8 @@ async def _views(
     holds the conversations' rows; pairs whose viewer is not a member are left out."""
     members = await db.fetch(
         """
-        SELECT cm.conversation_id, cm.user_id, cm.role, cm.read_seq, u.display_name, u.read_receipts
+        SELECT cm.conversation_id, cm.user_id, cm.role, cm.read_seq, u.display_name, u.read_receipts,
+               u.handle, u.avatar_media_id
         FROM conversation_members cm JOIN users u ON u.id = cm.user_id
         WHERE cm.conversation_id = ANY($1::uuid[]) ORDER BY cm.joined_at, cm.user_id
         """,
@@ -237,6 +238,8 @@ async def _views(
                     role=m["role"],
                     display_name=m["display_name"],
                     read_seq=m["read_seq"] if (m["read_receipts"] or m["user_id"] == viewer) else None,
+                    handle=m["handle"],
+                    avatar_media_id=m["avatar_media_id"],
                 )
                 for m in by_conversation[conversation_id]
             ],
@@ -629,3 +632,47 @@ async def audience_of(db: Executor, user_id: uuid.UUID) -> set[uuid.UUID]:
         user_id,
     )
     return {r["user_id"] for r in rows}
+
+
+async def shares_conversation(db: Executor, user_id: uuid.UUID, other_id: uuid.UUID) -> bool:
+    """Whether the two users are members of one conversation (at least)."""
+    found: bool = await db.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM conversation_members mine "
+        "JOIN conversation_members other ON other.conversation_id = mine.conversation_id "
+        "WHERE mine.user_id = $1 AND other.user_id = $2)",
+        user_id,
+        other_id,
+    )
+    return found
+
+
+def like_escape(text: str) -> str:
+    """``text`` as a literal inside a LIKE pattern (with ``ESCAPE '\\'``): ``%``, ``_`` and ``\\``
+    match themselves."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def contacts_matching(db: Executor, user_id: uuid.UUID, query: str, limit: int) -> list[uuid.UUID]:
+    """The users sharing a conversation with ``user_id`` (not themselves) whose display name or handle
+    contains ``query``, any case: those starting with it first, then by name. Only ever the user's
+    contacts, never the whole users table."""
+    literal = like_escape(query)
+    rows = await db.fetch(
+        """
+        SELECT u.id FROM users u
+        WHERE u.id IN (
+            SELECT other.user_id FROM conversation_members mine
+            JOIN conversation_members other ON other.conversation_id = mine.conversation_id
+            WHERE mine.user_id = $1 AND other.user_id <> $1
+        )
+        AND (u.display_name ILIKE $2 ESCAPE '\\' OR u.handle ILIKE $2 ESCAPE '\\')
+        ORDER BY (u.display_name ILIKE $3 ESCAPE '\\' OR coalesce(u.handle ILIKE $3 ESCAPE '\\', false))
+                 DESC, lower(u.display_name), u.id
+        LIMIT $4
+        """,
+        user_id,
+        f"%{literal}%",
+        f"{literal}%",
+        limit,
+    )
+    return [r["id"] for r in rows]

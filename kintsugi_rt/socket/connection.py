@@ -39,6 +39,7 @@ from kintsugi_rt.socket.protocol import (
     ResyncRequired,
     ServerMessage,
     close_label,
+    close_reason,
 )
 from kintsugi_rt.socket.transport import TRANSPORT_KEY
 
@@ -426,7 +427,7 @@ class Connection:
             async with asyncio.timeout(CLOSE_WRITE_SECONDS):
                 if error is not None:
                     await self._write(self.encode(error), "frame")
-                await self.websocket.close(code)
+                await self.websocket.close(code, close_reason(code))
         except Exception as exc:
             log.info("ws.close_failed", conn_id=self.conn_id, code=code, error=repr(exc))
             metrics.CLOSES.labels(close_label(code)).inc()

@@ -258,7 +258,7 @@ class Gateway:
                     await websocket.send_text(data.decode())
                 else:
                     await websocket.send_bytes(data)
-                await websocket.close(code)
+                await websocket.close(code, protocol.close_reason(code))
         except Exception as exc:
             log.info("ws.reject_failed", error=repr(exc))
         metrics.CLOSES.labels(close_label(code)).inc()
@@ -454,7 +454,9 @@ class Gateway:
         self._arm_expiry(conn, principal.expires_at)
         if frame.id is not None:
             conn.send_control(
-                conn.encode(self._ok(frame.id, {"expires_at": int(principal.expires_at.timestamp())}))
+                conn.encode(
+                    self._ok(frame.id, protocol.Renewed(expires_at=int(principal.expires_at.timestamp())))
+                )
             )
 
     async def _dispatch(self, conn: Connection, name: str, frame: ClientMessage) -> None:
@@ -462,7 +464,7 @@ class Gateway:
         try:
             result = await handler.handle(conn, frame)
         except SocketError as exc:
-            self._reply_error(conn, frame.id, exc.code, exc.message, exc.details)
+            self._reply_error(conn, frame.id, exc.code, exc.message, exc.details, exc.retry_after_ms)
             return
         except Exception as exc:
             self._reply_failure(conn, name, frame.id, exc)
@@ -497,6 +499,23 @@ class Gateway:
 
     @staticmethod
     def _reply_error(
-        conn: Connection, request_id: str | None, code: str, message: str, details: dict[str, Any] | None
+        conn: Connection,
+        request_id: str | None,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None,
+        retry_after_ms: int | None = None,
     ) -> None:
-        conn.send_control(conn.encode(Error(code=code, message=message, id=request_id, details=details)))
+        # ``details.field`` (the socket's older way to name the field at fault) also goes out as
+        # ``fields``, the member REST errors use for it.
+        field = details.get("field") if details else None
+        fields = {field: message} if isinstance(field, str) else None
+        error = Error(
+            code=code,
+            message=message,
+            id=request_id,
+            fields=fields,
+            details=details,
+            retry_after_ms=retry_after_ms,
+        )
+        conn.send_control(conn.encode(error))

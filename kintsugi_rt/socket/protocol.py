@@ -76,12 +76,21 @@ class Ok(ServerMessage, tag="ok"):
     id: str
 
 
+class Renewed(msgspec.Struct):
+    """The fields of the ``ok`` reply to ``auth`` on an open connection."""
+
+    expires_at: int  # the new token's expiry, Unix seconds
+
+
 class Error(ServerMessage, tag="error"):
-    """Terminal failure reply (with ``id``), or a push about the connection itself (without)."""
+    """Terminal failure reply (with ``id``), or a push about the connection itself (without). Its
+    members are the REST error's (docs/rest.md): ``code``, ``message``, and when they apply ``fields``
+    (field path -> what is wrong), ``details`` and ``retry_after_ms``."""
 
     code: str
     message: str
     id: str | None = None
+    fields: dict[str, str] | None = None
     details: dict[str, Any] | None = None
     retry_after_ms: int | None = None  # on retryable errors (unavailable, rate_limited): when to retry
 
@@ -178,6 +187,29 @@ CLOSE_CODES: dict[int, str] = {
     "already; this one was refused. Do not reconnect automatically: close another tab or device first.",
     CLOSE_RATE_LIMITED: "The client kept flooding frames after rate_limited errors.",
 }
+
+
+# The reason text of every close frame we send, beside its code: the same text for every close with
+# that code (the ``error`` frame sent just before a close says more). At most 123 bytes of UTF-8, as
+# RFC 6455 allows. Codes missing here are never sent by us (1006), or are sent by the WebSocket
+# library itself with its own text (1007, 1009).
+CLOSE_REASONS: dict[int, str] = {
+    CLOSE_NORMAL: "normal close",
+    CLOSE_INTERNAL_ERROR: "internal error",
+    CLOSE_SERVICE_RESTART: "server shutting down",
+    CLOSE_TRY_AGAIN_LATER: "try again later",
+    CLOSE_SLOW_CONSUMER: "slow consumer",
+    CLOSE_UNAUTHORIZED: "unauthorized",
+    CLOSE_AUTH_TIMEOUT: "auth timeout",
+    CLOSE_TOO_MANY_CONNECTIONS: "too many connections",
+    CLOSE_RATE_LIMITED: "rate limited",
+}
+MAX_CLOSE_REASON_BYTES = 123
+
+
+def close_reason(code: int) -> str:
+    """The reason text sent with close ``code`` (empty for a code without one)."""
+    return CLOSE_REASONS.get(code, "")
 
 
 def close_label(code: int) -> str:

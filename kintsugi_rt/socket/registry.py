@@ -6,6 +6,9 @@ validated in one pass, and routes it to its handler. It knows no feature by name
 
 from __future__ import annotations
 
+import inspect
+import types
+import typing
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,11 +23,19 @@ from kintsugi_rt.socket.protocol import ClientMessage, ServerMessage
 class SocketError(Exception):
     """Raised by a handler; becomes the request's ``error`` reply. The connection stays open."""
 
-    def __init__(self, code: str, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        *,
+        retry_after_ms: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = details
+        self.retry_after_ms = retry_after_ms  # on retryable errors: the error frame's own member
 
 
 class SocketContext(Protocol):
@@ -47,7 +58,9 @@ class SocketContext(Protocol):
         """Stop receiving ``topic``."""
 
 
-Result = msgspec.Struct | dict[str, Any] | None
+# What a handler returns: the fields of the request's ``ok`` reply (a Struct), or None for a bare ``ok``.
+# Its return annotation is the reply's documented type, so it must name one Struct class or None.
+Result = msgspec.Struct | None
 # Usually a bound method of the module's service: ``SocketHandler(ChatCreate, chat.create, example)``.
 Handler = Callable[[SocketContext, Any], Awaitable[Result]]
 LifecycleHook = Callable[[SocketContext], Awaitable[None]]
@@ -55,7 +68,11 @@ LifecycleHook = Callable[[SocketContext], Awaitable[None]]
 
 @dataclass(frozen=True, slots=True)
 class SocketHandler:
-    """One client frame type, its handler, and an example frame for docs/protocol.md."""
+    """One client frame type, its handler, and an example frame for docs/protocol.md.
+
+    The handler's return annotation (a Struct class, or None) is the type of the ``ok`` reply's
+    fields; ``result_example`` is an example of those fields (checked against it by the tests).
+    """
 
     message: type[ClientMessage]
     handle: Handler
@@ -89,11 +106,54 @@ def message_type(cls: type[msgspec.Struct]) -> str:
     return tag
 
 
+# The reply frame's own fields: a result may not have fields of these names.
+_OK_FIELDS = frozenset({"type", "id"})
+
+
+def reply_type(handler: SocketHandler) -> type[msgspec.Struct] | None:
+    """The type of the fields a handler's ``ok`` reply carries: its return annotation.
+
+    A Struct class (untagged, without ``type`` or ``id`` fields, which the ``ok`` frame has itself)
+    or None; anything else (no annotation, a dict, a union) is refused, so no frame can reach the
+    wire without a documented reply.
+    """
+    name = message_type(handler.message)
+    function: Any = handler.handle
+    function = getattr(function, "__func__", function)  # a bound method: its function
+    if not inspect.isfunction(function):
+        function = type(function).__call__  # a callable object
+    try:
+        hints = typing.get_type_hints(function)
+    except Exception as exc:
+        raise ValueError(f"{name}: cannot read the return annotation of its handler ({exc})") from exc
+    if "return" not in hints:
+        raise ValueError(f"{name}: its handler needs a return annotation (a msgspec Struct or None)")
+    result = hints["return"]
+    if result is None or result is types.NoneType:
+        return None
+    if not (isinstance(result, type) and issubclass(result, msgspec.Struct)):
+        raise ValueError(
+            f"{name}: its handler returns {result!r}; annotate it with one msgspec Struct class "
+            "(the ok reply's fields) or None"
+        )
+    if result.__struct_config__.tag is not None or result.__struct_config__.array_like:
+        raise ValueError(f"{name}: its result {result.__name__} must be an untagged, object-like Struct")
+    clash = _OK_FIELDS.intersection(result.__struct_encode_fields__)
+    if clash:
+        raise ValueError(
+            f"{name}: its result {result.__name__} has fields {sorted(clash)}, which the ok frame "
+            "carries itself"
+        )
+    return result
+
+
 class SocketRegistry:
     def __init__(
         self, core_messages: Sequence[type[ClientMessage]], features: Sequence[SocketFeatures]
     ) -> None:
         self.handlers: dict[str, SocketHandler] = {}
+        # Each request's ok-reply fields (None: a bare ``ok``), from its handler's return annotation.
+        self.replies: dict[str, type[msgspec.Struct] | None] = {}
         self.events: list[ServerEvent] = []
         self.on_connect: list[LifecycleHook] = []
         self.on_disconnect: list[LifecycleHook] = []
@@ -106,6 +166,7 @@ class SocketRegistry:
                     raise ValueError(f"socket message type {name!r} is registered twice")
                 names.add(name)
                 self.handlers[name] = handler
+                self.replies[name] = reply_type(handler)
             self.events.extend(feature.events)
             self.on_connect.extend(feature.on_connect)
             self.on_disconnect.extend(feature.on_disconnect)
