@@ -369,6 +369,8 @@ PostgreSQL's bigint), every date between years 0001 and 9999: otherwise `bad_req
 
 The same types, machine-readable: `docs/schema.json` (one JSON Schema of every frame and every
 request's reply, `kintsugi-rt schema`) and `docs/asyncapi.yaml` (AsyncAPI 3.0, `kintsugi-rt asyncapi`).
+The REST routes are in `GET /openapi.json` (`docs/openapi.json`). `clients/typescript` is a client library
+built on them (reconnect and resume, typed requests and events, an outbox).
 
 ## Connecting
 
