@@ -349,7 +349,10 @@ async def test_fifty_concurrent_sends_overspend_at_most_one_reservation(
     database_url: str,
 ) -> None:
     limit = 2000
-    sim.config.ttft = 0.5  # answers stay in flight, so every reservation is outstanding at once
+    # Answers stay in flight, so every reservation is outstanding at once. 0.5 s was too short on a
+    # busy machine: early answers settled (for less than they reserved) before the last sends were
+    # checked, and 20 sends fitted where 19 reservations do.
+    sim.config.ttft = 3.0
     settings = chat_settings(
         settings_for, sim, BASIC_TOKEN_LIMIT=str(limit), **hub_settings(hub, redis_server)
     )
