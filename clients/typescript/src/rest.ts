@@ -48,7 +48,9 @@ export class AuthApi {
     this.baseUrl = baseUrl.replace(/\/+$/, "");
     const impl = options.fetch ?? (globalThis as { fetch?: FetchLike }).fetch;
     if (!impl) throw new TypeError("No fetch: pass the `fetch` option.");
-    this.fetchImpl = impl;
+    // Called as a plain function: a browser's fetch invoked as a method of another object (this
+    // instance) throws "Illegal invocation".
+    this.fetchImpl = (input, init) => impl(input, init);
   }
 
   register(body: { email: string; password: string; display_name: string }): Promise<TokenResponse> {
