@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Match, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from kintsugi_rt import __version__, errors, openapi, outages
+from kintsugi_rt import __version__, errors, openapi, outages, webapp
 from kintsugi_rt.clock import Clock
 from kintsugi_rt.errors import ApiError
 from kintsugi_rt.logs import get_logger
@@ -152,6 +152,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> Starlette:
             **dict.fromkeys((*outages.OUTAGE_ERRORS, asyncpg.InterfaceError, OSError), _outage),
         },
     )
+    # The web app (web/dist) answers what no route matched at all, not even by path: its files, and
+    # index.html for its pages; server paths keep their JSON 404 (kintsugi_rt/webapp.py).
+    app.router.default = webapp.WebApp(settings, fallback=app.router.default)
     app.state.services = services  # for tests and operators' tooling; the code itself never looks here
     return app
 

@@ -1,4 +1,5 @@
-"""``kintsugi-rt serve | migrate | users | env-example | schema | protocol-doc | asyncapi | openapi``."""
+"""``kintsugi-rt serve | migrate | users | env-example | vapid-keys | schema | protocol-doc | asyncapi |
+openapi``."""
 
 from __future__ import annotations
 
@@ -93,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands.add_parser("serve", help="run the server (applies migrations outside production)")
     commands.add_parser("migrate", help="apply pending database migrations and exit")
     commands.add_parser("env-example", help="print .env.example: every setting with its default")
+    commands.add_parser(
+        "vapid-keys", help="print a new VAPID key pair for Web Push (VAPID_PRIVATE_KEY, ..._PUBLIC_KEY)"
+    )
     users = commands.add_parser("users", help="manage users").add_subparsers(
         dest="users_command", required=True
     )
@@ -108,6 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "env-example":
         sys.stdout.write(env_example())
+        return 0
+    if args.command == "vapid-keys":
+        from kintsugi_rt.push.vapid import generate_private_key, private_key_from, public_key_of
+
+        private = generate_private_key()
+        sys.stdout.write(
+            f"VAPID_PRIVATE_KEY={private}\nVAPID_PUBLIC_KEY={public_key_of(private_key_from(private))}\n"
+        )
         return 0
     if args.command == "openapi":
         from kintsugi_rt.app import openapi_document

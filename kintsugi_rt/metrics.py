@@ -157,3 +157,17 @@ SFU_CONNECTIONS_LOST = Counter(
     "SFU peer connections that failed, closed from the client side, or never connected, by role (pub, sub).",
     ["role"],
 )
+
+# --- Web Push (kintsugi_rt/push/) ---
+PUSH_SENT = Counter(
+    "kintsugi_push_sent_total",
+    "Web Push notifications, by kind (message, call, missed_call) and result: sent (accepted by the push "
+    "service), gone (404/410: the subscription was deleted), rejected (another 4xx), failed (429, 5xx or "
+    "network errors after every retry), rate_limited (PUSH_RATE_LIMIT, per user), dropped (the queue was "
+    "full).",
+    ["kind", "result"],
+)
+PUSH_RETRIES = Counter(
+    "kintsugi_push_retries_total", "Requests to push services retried after a 429, a 5xx or a network error."
+)
+PUSH_QUEUE = Gauge("kintsugi_push_queue", "Notifications waiting for a push worker on this node.")

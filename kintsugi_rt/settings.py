@@ -7,6 +7,7 @@ Every variable the server reads is declared in ``VARIABLES`` with its parser, de
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import os
 import re
@@ -189,6 +190,16 @@ class Settings:
     call_max_duration_basic: timedelta
     call_max_duration_premium: timedelta
     call_video_basic: bool
+    web_dist_dir: Path | None
+    vapid_public_key: str | None
+    vapid_private_key: str | None
+    vapid_subject: str | None
+    push_message_preview: bool
+    push_rate_limit: RateLimit
+    push_concurrency: int
+    push_message_ttl: timedelta
+    push_max_retries: int
+    push_timeout: timedelta
 
     def token_limit(self, tier: str) -> int:
         """Tokens a tier may use per window; -1 means no limit."""
@@ -329,6 +340,28 @@ def parse_rate_limit(text: str) -> RateLimit:
 
 def _parse_str(text: str) -> str:
     return text
+
+
+def _parse_base64url_key(size: int, what: str) -> Callable[[str], str]:
+    """A key as unpadded base64url (the Web Push form) that decodes to ``size`` bytes."""
+
+    def parse(text: str) -> str:
+        value = text.strip().rstrip("=")
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", value):
+            raise ValueError(f"is not base64url ({what})")
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        if len(raw) != size or (size == 65 and raw[0] != 4):
+            raise ValueError(f"is not {what}")
+        return value
+
+    return parse
+
+
+def _parse_vapid_subject(text: str) -> str:
+    value = text.strip()
+    if not re.fullmatch(r"mailto:[^@\s]+@[^@\s]+|https://[^\s/]+(/\S*)?", value):
+        raise ValueError(f"{text!r} is not a mailto: address or an https:// URL (who runs this server)")
+    return value
 
 
 def _parse_bool(text: str) -> bool:
@@ -984,6 +1017,80 @@ VARIABLES: tuple[Variable, ...] = (
         "true",
         "Whether basic-tier users may start video calls (false: audio only, video needs a paid tier).",
     ),
+    Variable(
+        "WEB_DIST_DIR",
+        "web_dist_dir",
+        lambda text: Path(text).expanduser(),
+        None,
+        "The built web app served at / (npm run build --prefix web). Unset: web/dist of the checkout "
+        "the server runs from.",
+    ),
+    Variable(
+        "VAPID_PUBLIC_KEY",
+        "vapid_public_key",
+        _parse_base64url_key(65, "an uncompressed P-256 public key (65 bytes)"),
+        None,
+        "Web Push: the VAPID public key (base64url), with VAPID_PRIVATE_KEY. Unset outside production: "
+        "a pair is generated once into KINTSUGI_DATA_DIR; unset in production: push is off.",
+    ),
+    Variable(
+        "VAPID_PRIVATE_KEY",
+        "vapid_private_key",
+        _parse_base64url_key(32, "a raw P-256 private key (32 bytes)"),
+        None,
+        "Web Push: the VAPID private key (base64url; `kintsugi-rt vapid-keys` prints a new pair).",
+    ),
+    Variable(
+        "VAPID_SUBJECT",
+        "vapid_subject",
+        _parse_vapid_subject,
+        None,
+        "Web Push: who push services may contact about this server (mailto:ops@example.com or an "
+        "https:// URL). Required in production with the keys.",
+    ),
+    Variable(
+        "PUSH_MESSAGE_PREVIEW",
+        "push_message_preview",
+        _parse_bool,
+        "false",
+        "Whether a message's push shows its text (truncated); false: only the sender and 'New message'.",
+    ),
+    Variable(
+        "PUSH_RATE_LIMIT",
+        "push_rate_limit",
+        parse_rate_limit,
+        "20/1m",
+        "Push notifications one user may be sent (all devices, all kinds together); more are skipped.",
+    ),
+    Variable(
+        "PUSH_CONCURRENCY",
+        "push_concurrency",
+        _parse_positive_int,
+        "16",
+        "Requests to push services in flight at once per node.",
+    ),
+    Variable(
+        "PUSH_MESSAGE_TTL",
+        "push_message_ttl",
+        parse_duration,
+        "24h",
+        "How long a push service keeps a message's push for a device that is offline "
+        "(a call's push lives CALL_RING_TIMEOUT).",
+    ),
+    Variable(
+        "PUSH_MAX_RETRIES",
+        "push_max_retries",
+        _parse_non_negative_int,
+        "3",
+        "Retries (with backoff, or the push service's Retry-After) after a 429, a 5xx or a network error.",
+    ),
+    Variable(
+        "PUSH_TIMEOUT",
+        "push_timeout",
+        parse_duration,
+        "10s",
+        "Longest one request to a push service may take.",
+    ),
 )
 
 
@@ -1018,6 +1125,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError("DATABASE_POOL_MIN: must not exceed DATABASE_POOL_MAX")
     if settings.openai_api_key and settings.chat_default_model not in {m.id for m in settings.chat_models}:
         raise SettingsError("CHAT_DEFAULT_MODEL: must be one of the CHAT_MODELS ids")
+    _check_vapid(settings)
     return settings.replace(jwt_secret=_resolve_jwt_secret(settings))
 
 
@@ -1033,6 +1141,17 @@ def _require_production_settings(settings: Settings) -> None:
             f"{', '.join(missing)}: required in production (the embedded database and the generated "
             "secret are for development; set ENVIRONMENT=development to use them)"
         )
+
+
+def _check_vapid(settings: Settings) -> None:
+    """The VAPID keys come as a pair; production names its contact with them."""
+    public, private = settings.vapid_public_key, settings.vapid_private_key
+    if public is not None and private is None:
+        raise SettingsError("VAPID_PRIVATE_KEY: required with VAPID_PUBLIC_KEY")
+    if private is not None and public is None:
+        raise SettingsError("VAPID_PUBLIC_KEY: required with VAPID_PRIVATE_KEY")
+    if settings.is_production and private is not None and settings.vapid_subject is None:
+        raise SettingsError("VAPID_SUBJECT: required in production with the VAPID keys (mailto: or https://)")
 
 
 def _resolve_jwt_secret(settings: Settings) -> str:

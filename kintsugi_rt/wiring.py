@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -24,7 +26,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from starlette.routing import BaseRoute
 
-from kintsugi_rt import auth, billing, calls, chat, media, messenger, metrics, ops, people, presence
+from kintsugi_rt import auth, billing, calls, chat, media, messenger, metrics, ops, people, presence, push
 from kintsugi_rt.clock import Clock, SystemClock
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.db.database import Database
@@ -63,6 +65,7 @@ class Services:
     media: media.MediaService
     calls: calls.CallService
     people: people.PeopleService
+    push: push.PushService
     registry: SocketRegistry
     gateway: Gateway
 
@@ -104,6 +107,8 @@ class Services:
         stack.push_async_callback(self.chat.stop)
         await self.calls.start()
         stack.push_async_callback(self.calls.stop)
+        await self.push.start()
+        stack.push_async_callback(self.push.stop)
         trimmer = asyncio.create_task(_trim_streams(ctx), name="stream-trim")
         stack.push_async_callback(_cancel, trimmer)
         if settings.is_production and not settings.metrics_token:
@@ -157,6 +162,10 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     people_service = people.PeopleService(ctx, messenger=messenger_service, media=media_service)
     # Anyone signed in may be shown a profile (user.lookup), so anyone may load a current avatar.
     media_service.grant_access(people_service.can_see_avatar)
+    # Web Push: new messages and rings reach members who have no socket open on any node.
+    push_service = push.PushService(ctx, online=presence_service.store.online)
+    _push_new_messages(messenger_service, push_service)
+    _push_calls(calls_service, push_service)
 
     registry = SocketRegistry(
         CORE_CLIENT_MESSAGES,
@@ -168,6 +177,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             media.socket_features(media_service),
             calls.socket_features(calls_service),
             people.socket_features(people_service),
+            push.socket_features(push_service),
         ],
     )
     gateway = Gateway(
@@ -193,9 +203,45 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         media=media_service,
         calls=calls_service,
         people=people_service,
+        push=push_service,
         registry=registry,
         gateway=gateway,
     )
+
+
+def _push_new_messages(messenger_service: messenger.MessengerService, push_service: push.PushService) -> None:
+    """The messenger tells Web Push of each new message (call entries are the calls' own alerts)."""
+
+    def on_new_message(message: messenger.Message, members: Sequence[uuid.UUID]) -> None:
+        if message.call is None:
+            alert = push.MessageAlert(
+                conversation_id=message.conversation_id,
+                sender_id=message.sender_id,
+                text=message.text,
+                attachments=len(message.attachments),
+            )
+            push_service.message_new(alert, members)
+
+    messenger_service.on_new_message = on_new_message
+
+
+def _push_calls(calls_service: calls.CallService, push_service: push.PushService) -> None:
+    """The calls tell Web Push whom a call rings for, and who missed one."""
+
+    def alert(info: calls.CallInfo, users: Sequence[uuid.UUID], *, missed: bool) -> None:
+        push_service.call_alert(
+            push.CallAlert(
+                call_id=info.id,
+                conversation_id=info.conversation_id,
+                caller_id=info.caller_id,
+                media=info.media,
+                missed=missed,
+            ),
+            users,
+        )
+
+    calls_service.on_ringing = functools.partial(alert, missed=False)
+    calls_service.on_missed = functools.partial(alert, missed=True)
 
 
 def documentation_settings() -> Settings:

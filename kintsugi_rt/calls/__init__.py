@@ -10,6 +10,7 @@ from starlette.routing import BaseRoute
 from kintsugi_rt import errors
 from kintsugi_rt.calls import examples as ex
 from kintsugi_rt.calls import frames as f
+from kintsugi_rt.calls.frames import CallInfo
 from kintsugi_rt.calls.livekit import InvalidWebhook, LiveKit
 from kintsugi_rt.calls.service import ERROR_CODES, CallService
 from kintsugi_rt.calls.sfu import Sfu, SfuSignal
@@ -17,7 +18,7 @@ from kintsugi_rt.errors import ApiError
 from kintsugi_rt.socket.registry import SocketFeatures, SocketHandler
 from kintsugi_rt.web import ApiRoute, Body, Param, Reply, json_response, read_body
 
-__all__ = ["CallService", "LiveKit", "Sfu", "SfuSignal", "routes", "socket_features"]
+__all__ = ["CallInfo", "CallService", "LiveKit", "Sfu", "SfuSignal", "routes", "socket_features"]
 
 # LiveKit's webhook events are small JSON documents.
 MAX_WEBHOOK_BYTES = 64 * 1024

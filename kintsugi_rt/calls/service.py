@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,6 +48,7 @@ from kintsugi_rt.calls.frames import (
     CallFallback,
     CallHangup,
     CallHistory,
+    CallInfo,
     CallJoin,
     CallJoined,
     CallLeave,
@@ -137,6 +138,14 @@ class _Effects:
 
     deliveries: list[streams.DurableDelivery] = field(default_factory=list)
     ended: list[CallRow] = field(default_factory=list)
+    # Whom to alert (Web Push) after the commit: a call that rings for them, one they missed.
+    rang: list[tuple[CallInfo, list[uuid.UUID]]] = field(default_factory=list)
+    missed: list[tuple[CallInfo, list[uuid.UUID]]] = field(default_factory=list)
+
+
+CallHook = Callable[[CallInfo, Sequence[uuid.UUID]], None]
+"""``(call, users)``, called after the commit: the call rings for ``users`` (``on_ringing``), or they
+missed it (``on_missed``). It must return at once (Web Push queues it); what it raises is logged."""
 
 
 class _Bucket:
@@ -174,6 +183,9 @@ class CallService:
         self._local_parties: dict[str, set[uuid.UUID]] = {}  # this node's sockets that are in calls
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        # Told of rings and missed calls after their commit (wiring.py: Web Push). Must not block.
+        self.on_ringing: CallHook | None = None
+        self.on_missed: CallHook | None = None
         ctx.features["calls"] = "livekit" if livekit.enabled else "sfu"
         ctx.events.on_signal(_SFU_SIGNAL, self._on_sfu_forward)
 
@@ -250,6 +262,7 @@ class CallService:
                 else:
                     ringing = CallRinging(call=storage.info(call, await storage.parties(db, call.id)))
                     fx.deliveries.append(await streams.append(db, others, ringing))
+                    fx.rang.append((ringing.call, others))
             call = await storage.call(db, call.id)
             assert call is not None
             parties = await storage.parties(db, call.id)
@@ -407,7 +420,10 @@ class CallService:
 
         Must come before any other append of the transaction: the timeline entry locks the
         conversation row, then the streams, in the messenger's order (see ``add_call_entry``)."""
+        ringing = [p.user_id for p in await storage.parties(db, call.id) if p.state == "ringing"]
         ended = await storage.end(db, call.id, reason, now)
+        if ringing and reason != "busy":  # a busy callee was never rung
+            fx.missed.append((storage.info(ended, []), ringing))
         users = await self._users_of(db, call.id)
         duration = storage.info(ended, []).duration_s or 0
         if call.caller_id is not None:
@@ -430,9 +446,11 @@ class CallService:
         metrics.CALLS_ENDED.labels(reason).inc()
 
     async def _apply(self, fx: _Effects) -> None:
-        """After the commit: publish the durable events, release ended calls' media."""
+        """After the commit: publish the durable events, alert (Web Push), release ended calls' media."""
         for delivery in fx.deliveries:
             await self.ctx.events.publish_durable(delivery)
+        _alert(self.on_ringing, fx.rang)
+        _alert(self.on_missed, fx.missed)
         for call in fx.ended:
             self._background(self._release(call))
 
@@ -713,8 +731,11 @@ class CallService:
             elif what == "missed" and call.state == "ringing" and call.ring_deadline <= now:
                 await self._end(db, call, "missed", now, fx)
             elif what == "missed_some" and call.ring_deadline <= now:
-                for user_id in await storage.miss_unanswered(db, call_id):
+                missed = await storage.miss_unanswered(db, call_id)
+                for user_id in missed:
                     await self._participant_event(db, call_id, user_id, "missed", fx)
+                if missed:
+                    fx.missed.append((storage.info(call, []), missed))
         await self._apply(fx)
 
     # --- helpers -----------------------------------------------------------------------------------
@@ -774,3 +795,14 @@ class CallService:
             await work
         except Exception as exc:
             log.warning("calls.background_failed", error=repr(exc))
+
+
+def _alert(hook: CallHook | None, alerts: list[tuple[CallInfo, list[uuid.UUID]]]) -> None:
+    """Hand rings or missed calls to ``hook``; it only queues, and what it raises is logged."""
+    if hook is None:
+        return
+    for info, users in alerts:
+        try:
+            hook(info, users)
+        except Exception:
+            log.exception("calls.alert_failed", call_id=str(info.id))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from kintsugi_rt.messenger import examples as ex
 from kintsugi_rt.messenger import frames as f
+from kintsugi_rt.messenger.frames import Message
 from kintsugi_rt.messenger.service import ERROR_CODES, MessengerService
 from kintsugi_rt.socket.registry import SocketFeatures, SocketHandler
 
-__all__ = ["MessengerService", "socket_features"]
+__all__ = ["Message", "MessengerService", "socket_features"]
 
 
 def socket_features(messenger: MessengerService) -> SocketFeatures:

@@ -95,6 +95,11 @@ LinkAttachments = Callable[
 queried on ``db``, the messenger's connection, so a transaction never waits for a second one)."""
 
 
+NewMessageHook = Callable[[Message, Sequence[uuid.UUID]], None]
+"""``(message, the conversation's members)``, called after the message's commit; it must return at once
+(Web Push queues it), and what it raises is logged, never answered."""
+
+
 def _not_found() -> SocketError:
     return SocketError(NOT_FOUND, "No such conversation or message.")
 
@@ -112,6 +117,8 @@ class MessengerService:
         self._typing_sent: dict[tuple[str, uuid.UUID], float] = {}
         # Signed URLs for attachments (wiring.py: media's links_many); without it they carry none.
         self.attachment_links: LinkAttachments | None = None
+        # Told of every new message after its commit (wiring.py: Web Push). Must not block.
+        self.on_new_message: NewMessageHook | None = None
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -394,11 +401,20 @@ class MessengerService:
                 await storage.attach_media(db, stored.id, attachments)
                 stored.attachments = (await storage.attachments_for(db, [stored.id])).get(stored.id, [])
                 await self._link(db, [stored])
-            delivery = await self._emit(
-                db, await storage.member_ids(db, conversation_id), MessageNew(message=stored)
-            )
+            members = await storage.member_ids(db, conversation_id)
+            delivery = await self._emit(db, members, MessageNew(message=stored))
         await self.ctx.events.publish_durable(delivery)
+        self._announce_new(stored, members)
         return MessageRef(message=stored)
+
+    def _announce_new(self, message: Message, members: list[uuid.UUID]) -> None:
+        """After the commit: tell ``on_new_message`` (Web Push); it only queues, and never fails us."""
+        if self.on_new_message is None:
+            return
+        try:
+            self.on_new_message(message, members)
+        except Exception:
+            log.exception("messenger.on_new_message_failed", message_id=str(message.id))
 
     async def edit(self, conn: SocketContext, message: MessageEdit) -> MessageRef:
         text = self._check_text(message.text)

@@ -636,7 +636,7 @@ export interface ChatView {
 }
 
 /** Any frame a client sends; `type` tells which. */
-export type ClientFrame = Auth | Ping | Resume | PresenceWatch | PresenceUnwatch | UsageGet | UsageHistory | ChatCreate | ChatList | ChatGet | ChatSwitch | ChatSend | ChatStop | ChatRegenerate | ChatEdit | ChatRename | ChatDelete | ChatSearch | ChatModels | ConversationCreate | ConversationList | ConversationGet | ConversationAddMembers | ConversationRemoveMember | ConversationLeave | ConversationPromote | ConversationSync | MessageSend | MessageEdit | MessageDelete | MessageReact | MessagePin | MessageForward | MessageHistory | MessageSearch | MessageRead | Typing | ReceiptsSet | MediaLinksGet | CallStart | CallAccept | CallDecline | CallCancel | CallHangup | CallJoin | CallLeave | CallSignal | CallFallback | CallStats | CallHistory | UserLookup | UserSearch | ProfileGet | ProfileUpdate;
+export type ClientFrame = Auth | Ping | Resume | PresenceWatch | PresenceUnwatch | UsageGet | UsageHistory | ChatCreate | ChatList | ChatGet | ChatSwitch | ChatSend | ChatStop | ChatRegenerate | ChatEdit | ChatRename | ChatDelete | ChatSearch | ChatModels | ConversationCreate | ConversationList | ConversationGet | ConversationAddMembers | ConversationRemoveMember | ConversationLeave | ConversationPromote | ConversationSync | MessageSend | MessageEdit | MessageDelete | MessageReact | MessagePin | MessageForward | MessageHistory | MessageSearch | MessageRead | Typing | ReceiptsSet | MediaLinksGet | CallStart | CallAccept | CallDecline | CallCancel | CallHangup | CallJoin | CallLeave | CallSignal | CallFallback | CallStats | CallHistory | UserLookup | UserSearch | ProfileGet | ProfileUpdate | PushConfigGet | PushSubscribe | PushUnsubscribe;
 
 export interface Conversation {
   id: string;
@@ -809,7 +809,7 @@ export interface ConversationUpdated {
 export interface ErrorFrame {
   type: "error";
   /** What went wrong; a stable name (`x-enumDescriptions` says what each means). */
-  code: "bad_request" | "unauthorized" | "token_expired" | "session_revoked" | "rate_limited" | "not_found" | "forbidden" | "internal_error" | "unavailable" | "slow_consumer" | "too_many_connections" | "invalid_token" | "token_limit_exceeded" | "tier_required" | "provider_unavailable" | "unknown_model" | "generation_in_progress" | "context_too_long" | "content_too_long" | "provider_rate_limited" | "provider_error" | "provider_unreachable" | "provider_rejected" | "server_shutdown" | "text_too_long" | "edit_window_passed" | "delete_window_passed" | "too_many_members" | "call_ended" | "call_capacity" | "call_too_large" | "signal_too_large" | "peer_gone" | "handle_taken";
+  code: "bad_request" | "unauthorized" | "token_expired" | "session_revoked" | "rate_limited" | "not_found" | "forbidden" | "internal_error" | "unavailable" | "slow_consumer" | "too_many_connections" | "invalid_token" | "token_limit_exceeded" | "tier_required" | "provider_unavailable" | "unknown_model" | "generation_in_progress" | "context_too_long" | "content_too_long" | "provider_rate_limited" | "provider_error" | "provider_unreachable" | "provider_rejected" | "server_shutdown" | "text_too_long" | "edit_window_passed" | "delete_window_passed" | "too_many_members" | "call_ended" | "call_capacity" | "call_too_large" | "signal_too_large" | "peer_gone" | "handle_taken" | "push_disabled";
   message: string;
   id?: string | null;
   fields?: {
@@ -1258,6 +1258,73 @@ export interface ProfileUpdated {
   profile: Profile;
 }
 
+/** The reply to `push.config`. `enabled` false: production without VAPID keys (no key then). */
+export interface PushConfig {
+  enabled: boolean;
+  vapid_public_key?: string | null;
+}
+
+/**
+ * Whether this server sends Web Push, and the VAPID public key to subscribe with
+ * (`pushManager.subscribe({userVisibleOnly: true, applicationServerKey: vapid_public_key})`).
+ */
+export interface PushConfigGet {
+  type: "push.config";
+  id?: string | null;
+}
+
+/** The `ok` reply to `push.config`. The reply to `push.config`. `enabled` false: production without VAPID keys (no key then). */
+export interface PushConfigGetReply {
+  type: "ok";
+  /** The request's `id`. */
+  id: string;
+  enabled: boolean;
+  vapid_public_key?: string | null;
+}
+
+/**
+ * As `PushSubscription.toJSON().keys`: the browser's P-256 public key (65 bytes) and its auth
+ * secret (16 bytes), both base64url.
+ */
+export interface PushKeys {
+  p256dh: string;
+  auth: string;
+}
+
+/**
+ * Send pushes for new messages and incoming calls to this browser while none of your sockets is
+ * open: `PushSubscription.toJSON()`'s `endpoint` and `keys`. One subscription per login
+ * (session): subscribing again replaces this login's earlier one; an endpoint subscribed by another
+ * account moves to yours.
+ */
+export interface PushSubscribe {
+  type: "push.subscribe";
+  endpoint: string;
+  keys: PushKeys;
+  id?: string | null;
+}
+
+/** The `ok` reply to `push.subscribe`. It carries no other fields. */
+export interface PushSubscribeReply {
+  type: "ok";
+  /** The request's `id`. */
+  id: string;
+}
+
+/** Stop pushing to this endpoint (one of yours; an unknown one is no error). */
+export interface PushUnsubscribe {
+  type: "push.unsubscribe";
+  endpoint: string;
+  id?: string | null;
+}
+
+/** The `ok` reply to `push.unsubscribe`. It carries no other fields. */
+export interface PushUnsubscribeReply {
+  type: "ok";
+  /** The request's `id`. */
+  id: string;
+}
+
 export interface Reaction {
   emoji: string;
   user_ids: string[];
@@ -1340,7 +1407,7 @@ export interface SendResult {
 }
 
 /** Any frame the server sends. Every reply has `type` "ok": match its `id` to the request (`x-requests` names each request's reply). */
-export type ServerFrame = Hello | ErrorFrame | Pong | Resumed | ResyncRequired | Presence | UsageUpdated | UsageWarning | SubscriptionUpdated | ChatCreated | ChatUpdated | ChatDeleted | ChatStarted | ChatDelta | ChatSnapshot | ChatDone | ChatError | MessageNew | MessageUpdated | ReadReceipt | ConversationUpdated | ConversationRemoved | TypingEvent | CallRinging | CallAccepted | CallAnsweredElsewhere | CallParticipantChanged | CallModeChanged | CallEnded | CallSignalled | ProfileUpdated | AuthReply | PresenceWatchReply | PresenceUnwatchReply | UsageGetReply | UsageHistoryReply | ChatCreateReply | ChatListReply | ChatGetReply | ChatSwitchReply | ChatSendReply | ChatStopReply | ChatRegenerateReply | ChatEditReply | ChatRenameReply | ChatDeleteReply | ChatSearchReply | ChatModelsReply | ConversationCreateReply | ConversationListReply | ConversationGetReply | ConversationAddMembersReply | ConversationRemoveMemberReply | ConversationLeaveReply | ConversationPromoteReply | ConversationSyncReply | MessageSendReply | MessageEditReply | MessageDeleteReply | MessageReactReply | MessagePinReply | MessageForwardReply | MessageHistoryReply | MessageSearchReply | MessageReadReply | TypingReply | ReceiptsSetReply | MediaLinksGetReply | CallStartReply | CallAcceptReply | CallDeclineReply | CallCancelReply | CallHangupReply | CallJoinReply | CallLeaveReply | CallSignalReply | CallFallbackReply | CallStatsReply | CallHistoryReply | UserLookupReply | UserSearchReply | ProfileGetReply | ProfileUpdateReply;
+export type ServerFrame = Hello | ErrorFrame | Pong | Resumed | ResyncRequired | Presence | UsageUpdated | UsageWarning | SubscriptionUpdated | ChatCreated | ChatUpdated | ChatDeleted | ChatStarted | ChatDelta | ChatSnapshot | ChatDone | ChatError | MessageNew | MessageUpdated | ReadReceipt | ConversationUpdated | ConversationRemoved | TypingEvent | CallRinging | CallAccepted | CallAnsweredElsewhere | CallParticipantChanged | CallModeChanged | CallEnded | CallSignalled | ProfileUpdated | AuthReply | PresenceWatchReply | PresenceUnwatchReply | UsageGetReply | UsageHistoryReply | ChatCreateReply | ChatListReply | ChatGetReply | ChatSwitchReply | ChatSendReply | ChatStopReply | ChatRegenerateReply | ChatEditReply | ChatRenameReply | ChatDeleteReply | ChatSearchReply | ChatModelsReply | ConversationCreateReply | ConversationListReply | ConversationGetReply | ConversationAddMembersReply | ConversationRemoveMemberReply | ConversationLeaveReply | ConversationPromoteReply | ConversationSyncReply | MessageSendReply | MessageEditReply | MessageDeleteReply | MessageReactReply | MessagePinReply | MessageForwardReply | MessageHistoryReply | MessageSearchReply | MessageReadReply | TypingReply | ReceiptsSetReply | MediaLinksGetReply | CallStartReply | CallAcceptReply | CallDeclineReply | CallCancelReply | CallHangupReply | CallJoinReply | CallLeaveReply | CallSignalReply | CallFallbackReply | CallStatsReply | CallHistoryReply | UserLookupReply | UserSearchReply | ProfileGetReply | ProfileUpdateReply | PushConfigGetReply | PushSubscribeReply | PushUnsubscribeReply;
 
 /** The subscription or tier changed; limits follow at once. `attention` flags a payment problem. */
 export interface SubscriptionUpdated {
@@ -1781,6 +1848,21 @@ export interface Requests {
     fields: Omit<ProfileUpdate, "type" | "id">;
     reply: ProfileUpdateReply;
   };
+  "push.config": {
+    frame: PushConfigGet;
+    fields: Omit<PushConfigGet, "type" | "id">;
+    reply: PushConfigGetReply;
+  };
+  "push.subscribe": {
+    frame: PushSubscribe;
+    fields: Omit<PushSubscribe, "type" | "id">;
+    reply: PushSubscribeReply;
+  };
+  "push.unsubscribe": {
+    frame: PushUnsubscribe;
+    fields: Omit<PushUnsubscribe, "type" | "id">;
+    reply: PushUnsubscribeReply;
+  };
 }
 
 /** A durable event's position in the user's stream (see docs/delivery.md). */
@@ -1881,6 +1963,9 @@ export const REQUEST_TYPES = [
   "user.search",
   "profile.get",
   "profile.update",
+  "push.config",
+  "push.subscribe",
+  "push.unsubscribe",
 ] as const satisfies readonly RequestType[];
 
 export const EVENT_TYPES = [
@@ -1976,6 +2061,7 @@ export const SERVER_ERROR_CODES = {
   "signal_too_large": "The signal's SDP is longer than CALL_SIGNAL_MAX_BYTES.",
   "peer_gone": "The device you signalled is not in the call (any more); wait for its call.accepted.",
   "handle_taken": "Another user has that @handle, or it is reserved (admin, support, …); `details.field` is `handle`.",
+  "push_disabled": "This server sends no Web Push (production without VAPID keys); `push.config` says so.",
 } as const;
 
 export type ServerErrorCode = keyof typeof SERVER_ERROR_CODES;
