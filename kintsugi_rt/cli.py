@@ -1,5 +1,5 @@
-"""``kintsugi-rt serve | migrate | users | env-example | vapid-keys | schema | protocol-doc | asyncapi |
-openapi``."""
+"""``kintsugi-rt serve | migrate | users | agents | env-example | vapid-keys | schema | protocol-doc |
+asyncapi | openapi``."""
 
 from __future__ import annotations
 
@@ -88,6 +88,29 @@ async def _set_tier(settings: Settings, email: str, tier: str) -> int:
     return 0
 
 
+async def _rekey_agents(settings: Settings) -> int:
+    """Re-encrypt agents' tool secrets with AGENT_SECRETS_KEY (old ones from AGENT_SECRETS_KEYS_OLD)."""
+    from kintsugi_rt.agents import rekey
+    from kintsugi_rt.agents.secrets import box_from_settings
+    from kintsugi_rt.db.database import Database
+
+    log = get_logger("kintsugi_rt.cli")
+    box = box_from_settings(settings)
+    if box.current_id is None:
+        sys.stderr.write("kintsugi-rt: AGENT_SECRETS_KEY is not set\n")
+        return 1
+    db = Database(settings)
+    await db.open()
+    try:
+        report = await rekey(db.pool, box)
+    finally:
+        await db.close()
+    log.info(
+        "agents.rekeyed", rewritten=report.rewritten, unreadable=report.unreadable, key_id=box.current_id
+    )
+    return 1 if report.unreadable else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kintsugi-rt", description="Kintsugi RT real-time server")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -105,6 +128,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     set_tier.add_argument("email")
     set_tier.add_argument("tier", choices=TIERS)
+    agents = commands.add_parser("agents", help="manage agents").add_subparsers(
+        dest="agents_command", required=True
+    )
+    agents.add_parser(
+        "rekey", help="re-encrypt agents' tool secrets with AGENT_SECRETS_KEY (after a key rotation)"
+    )
     commands.add_parser("schema", help="print docs/schema.json: the JSON Schema of every socket frame")
     commands.add_parser("protocol-doc", help="print docs/protocol.md, generated from the frame types")
     commands.add_parser("asyncapi", help="print docs/asyncapi.yaml: the socket as an AsyncAPI 3.0 document")
@@ -152,4 +181,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _serve(settings)
     if args.command == "users":
         return asyncio.run(_set_tier(settings, args.email, args.tier))
+    if args.command == "agents":
+        return asyncio.run(_rekey_agents(settings))
     return asyncio.run(_migrate(settings))

@@ -8,7 +8,9 @@ Every variable the server reads is declared in ``VARIABLES`` with its parser, de
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
+import ipaddress
 import os
 import re
 import secrets
@@ -200,6 +202,11 @@ class Settings:
     push_message_ttl: timedelta
     push_max_retries: int
     push_timeout: timedelta
+    agent_secrets_key: str | None
+    agent_secrets_keys_old: tuple[str, ...]
+    agent_webhook_timeout: timedelta
+    agent_webhook_max_bytes: int
+    agent_webhook_allow: tuple[str, ...]
 
     def token_limit(self, tier: str) -> int:
         """Tokens a tier may use per window; -1 means no limit."""
@@ -338,6 +345,29 @@ def parse_rate_limit(text: str) -> RateLimit:
     return RateLimit(_parse_positive_int(count), parse_duration(window))
 
 
+def _agent_key_bytes(text: str) -> bytes:
+    raw = text.strip()
+    try:
+        key = base64.urlsafe_b64decode(raw.replace("+", "-").replace("/", "_") + "=" * (-len(raw) % 4))
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64") from None
+    if len(key) != 32:
+        raise ValueError("must be base64 of 32 bytes (openssl rand -base64 32)")
+    return key
+
+
+def _parse_agent_key(text: str) -> str:
+    _agent_key_bytes(text)
+    return text.strip()
+
+
+def _parse_agent_keys(text: str) -> tuple[str, ...]:
+    keys = tuple(part.strip() for part in text.split(",") if part.strip())
+    for key in keys:
+        _agent_key_bytes(key)
+    return keys
+
+
 def _parse_str(text: str) -> str:
     return text
 
@@ -371,6 +401,27 @@ def _parse_bool(text: str) -> bool:
     if value in {"0", "false", "no", "off"}:
         return False
     raise ValueError(f"{text!r} is not true or false")
+
+
+_ALLOW_HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:\d{1,5})?")
+
+
+def _parse_webhook_allow(text: str) -> tuple[str, ...]:
+    """CIDRs (``10.1.0.0/16``, ``fd00::/8``, a single address) and ``host[:port]`` names, lower-cased."""
+    entries = []
+    for raw in text.split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        if "/" in entry:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not a CIDR") from None
+        elif not _ALLOW_HOST.fullmatch(entry):
+            raise ValueError(f"{entry!r} is not a CIDR or a host[:port]")
+        entries.append(entry)
+    return tuple(entries)
 
 
 @dataclass(frozen=True, slots=True)
@@ -1085,11 +1136,50 @@ VARIABLES: tuple[Variable, ...] = (
         "Retries (with backoff, or the push service's Retry-After) after a 429, a 5xx or a network error.",
     ),
     Variable(
+        "AGENT_SECRETS_KEY",
+        "agent_secrets_key",
+        _parse_agent_key,
+        None,
+        "Agents: the AES-256 key (base64 of 32 bytes: openssl rand -base64 32) that encrypts tool "
+        "endpoint secrets at rest. Required in production for agents with secrets; unset elsewhere: "
+        "generated once into KINTSUGI_DATA_DIR.",
+    ),
+    Variable(
+        "AGENT_SECRETS_KEYS_OLD",
+        "agent_secrets_keys_old",
+        _parse_agent_keys,
+        "",
+        "Agents: comma-separated earlier AGENT_SECRETS_KEYs, still accepted for decrypting (rotation: "
+        "docs/agents.md, then kintsugi-rt agents rekey).",
+    ),
+    Variable(
         "PUSH_TIMEOUT",
         "push_timeout",
         parse_duration,
         "10s",
         "Longest one request to a push service may take.",
+    ),
+    Variable(
+        "AGENT_WEBHOOK_TIMEOUT",
+        "agent_webhook_timeout",
+        parse_duration,
+        "15s",
+        "Agents: longest one call of a tool's webhook may take (connecting and reading, redirects included).",
+    ),
+    Variable(
+        "AGENT_WEBHOOK_MAX_BYTES",
+        "agent_webhook_max_bytes",
+        _parse_positive_int,
+        "262144",
+        "Agents: largest answer read from a tool's webhook; a longer one fails as response_too_large.",
+    ),
+    Variable(
+        "AGENT_WEBHOOK_ALLOW",
+        "agent_webhook_allow",
+        _parse_webhook_allow,
+        "",
+        "Agents: comma-separated CIDRs and host[:port] names a tool's webhook may reach although they are "
+        "not public (loopback, private, link-local ...), plain http included. Empty: public https only.",
     ),
 )
 

@@ -26,7 +26,20 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from starlette.routing import BaseRoute
 
-from kintsugi_rt import auth, billing, calls, chat, media, messenger, metrics, ops, people, presence, push
+from kintsugi_rt import (
+    agents,
+    auth,
+    billing,
+    calls,
+    chat,
+    media,
+    messenger,
+    metrics,
+    ops,
+    people,
+    presence,
+    push,
+)
 from kintsugi_rt.clock import Clock, SystemClock
 from kintsugi_rt.context import AppContext
 from kintsugi_rt.db.database import Database
@@ -66,6 +79,7 @@ class Services:
     calls: calls.CallService
     people: people.PeopleService
     push: push.PushService
+    agents: agents.AgentService
     registry: SocketRegistry
     gateway: Gateway
 
@@ -109,6 +123,8 @@ class Services:
         stack.push_async_callback(self.calls.stop)
         await self.push.start()
         stack.push_async_callback(self.push.stop)
+        await self.agents.start()
+        stack.push_async_callback(self.agents.stop)
         trimmer = asyncio.create_task(_trim_streams(ctx), name="stream-trim")
         stack.push_async_callback(_cancel, trimmer)
         if settings.is_production and not settings.metrics_token:
@@ -166,6 +182,13 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     push_service = push.PushService(ctx, online=presence_service.store.online)
     _push_new_messages(messenger_service, push_service)
     _push_calls(calls_service, push_service)
+    # The agent builder: paid tiers; an agent's model is one its owner's tier may use.
+    agent_service = agents.AgentService(
+        ctx,
+        tiers=tiers,
+        models_for=chat_service.catalogue.models_for,
+        webhooks=agents.WebhookCaller(settings),
+    )
 
     registry = SocketRegistry(
         CORE_CLIENT_MESSAGES,
@@ -178,6 +201,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             calls.socket_features(calls_service),
             people.socket_features(people_service),
             push.socket_features(push_service),
+            agents.socket_features(agent_service),
         ],
     )
     gateway = Gateway(
@@ -204,6 +228,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         calls=calls_service,
         people=people_service,
         push=push_service,
+        agents=agent_service,
         registry=registry,
         gateway=gateway,
     )

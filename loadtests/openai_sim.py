@@ -26,7 +26,19 @@ for each message, its content's cl100k_base token count when tiktoken and tiktok
 installed, else its whitespace-separated word count. Unlike OpenAI's own recipe it does not count
 roles or names: it only has to be deterministic.
 
-Not simulated: ``n`` > 1, tools, logprobs, legacy completions, embeddings.
+Tools: a request with ``tools`` is answered from ``SimConfig.tool_script``, a list of turns, each
+either a text reply (a string) or a list of tool calls ``{"name": ..., "arguments": dict or raw
+string}`` (a raw string may be malformed JSON, on purpose). The turn is picked by counting the groups
+of ``role: "tool"`` result messages in the request, so the first request of an agent loop gets turn 0,
+the one carrying the first round of tool results turn 1, and so on (past the end: the default reply);
+``RecordedRequest.script_turn`` says which. Calls stream as OpenAI streams them: the first chunk of a
+call carries its ``index``, ``id`` (``call_<turn>_<index>``), ``type`` and ``name``, later ones
+fragments of ``arguments`` (``tool_argument_chunks`` of them), the fragments of parallel calls
+interleaved (``tool_interleave``), then ``finish_reason: "tool_calls"``. As OpenAI does, a request is
+refused (400) if a tool message answers no earlier call or a call is left without its answer.
+``tool_choice: "none"`` gets a text reply.
+
+Not simulated: ``n`` > 1, logprobs, legacy completions, embeddings.
 """
 
 from __future__ import annotations
@@ -35,6 +47,8 @@ import argparse
 import asyncio
 import contextlib
 import importlib
+import json
+import re
 import secrets
 import socket
 import time
@@ -86,6 +100,12 @@ class SimConfig:
     fail_after_tokens: int | None = None
     fail_mode: str = "error_event"
     models: list[str] = field(default_factory=lambda: ["gpt-4o-mini", "gpt-4o", "sim-small"])
+    # Requests with `tools`: the turns to answer, picked by the number of tool result groups in the
+    # request (see the module docstring). A turn is a text reply, or a list of {"name", "arguments"}
+    # calls (arguments: a dict, sent as JSON, or a raw string). None: tools get the default reply.
+    tool_script: list[str | list[dict[str, Any]]] | None = None
+    tool_argument_chunks: int = 3  # fragments each call's arguments are split into (at least 1)
+    tool_interleave: bool = True  # parallel calls: fragments of the calls alternate; False: one by one
 
 
 @dataclass
@@ -99,6 +119,7 @@ class RecordedRequest:
     finished_at: float | None = None  # reply completed normally ([DONE] written / body written)
     disconnected_at: float | None = None  # the client went away before the reply was complete
     tokens_sent: int = 0  # content tokens written while the client was connected
+    script_turn: int | None = None  # the tool_script turn answered, if it was
 
 
 @dataclass
@@ -112,6 +133,9 @@ class _Plan:
     prompt_tokens: int
     stream: bool
     include_usage: bool
+    # A tool turn: the calls ({"id", "type", "function": {"name", "arguments"}}) and their stream deltas
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    tool_deltas: list[dict[str, Any]] = field(default_factory=list)
     request_id: str = field(default_factory=lambda: "sim" + secrets.token_hex(12))
     created: int = field(default_factory=lambda: int(time.time()))
 
@@ -120,7 +144,7 @@ class _Plan:
         return f"chatcmpl-{self.request_id}"
 
     def usage(self) -> dict[str, int]:
-        completion = len(self.tokens)
+        completion = len(self.tool_deltas) if self.tool_calls else len(self.tokens)
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": completion,
@@ -197,7 +221,123 @@ def _problem(body: dict[str, Any]) -> tuple[str, str] | None:
         return "stream_options", "'stream_options' must be an object."
     if options is not None and body.get("stream") is not True:
         return "stream_options", "The 'stream_options' parameter is only allowed when 'stream' is enabled."
+    tools = body.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list) or not tools:
+            return "tools", "'tools' must be a non-empty array."
+        for i, tool in enumerate(tools):
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(function, dict) or tool.get("type") != "function":
+                return f"tools[{i}]", "Each tool must be {'type': 'function', 'function': {...}}."
+            if not isinstance(function.get("name"), str) or not function["name"]:
+                return f"tools[{i}].function.name", "Missing required parameter: 'name'."
+    return _tool_messages_problem(messages)
+
+
+def _tool_messages_problem(messages: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """OpenAI's rule: each tool message answers a call of the assistant message before it, and each
+    call of an assistant message is answered right after it."""
+    waiting: set[str] = set()  # calls of the last assistant message not answered yet
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if not isinstance(call_id, str) or call_id not in waiting:
+                return (
+                    f"messages.[{i}].role",
+                    "Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+                    "message with 'tool_calls'.",
+                )
+            waiting.discard(call_id)
+            continue
+        if waiting:
+            return (
+                "messages",
+                "An assistant message with 'tool_calls' must be followed by tool messages responding to "
+                f"each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+                f"{', '.join(sorted(waiting))}",
+            )
+        calls = message.get("tool_calls") if role == "assistant" else None
+        if calls:
+            if not isinstance(calls, list):
+                return f"messages.[{i}].tool_calls", "'tool_calls' must be an array."
+            for call in calls:
+                if not isinstance(call, dict) or not isinstance(call.get("id"), str):
+                    return f"messages.[{i}].tool_calls", "Each tool call must have an 'id'."
+                waiting.add(call["id"])
+    if waiting:
+        return "messages", f"The following tool_call_ids did not have response messages: {sorted(waiting)}"
     return None
+
+
+def _tool_result_groups(messages: list[dict[str, Any]]) -> int:
+    """How many runs of consecutive ``role: "tool"`` messages there are: the agent loop's step."""
+    groups, previous = 0, None
+    for message in messages:
+        role = message.get("role")
+        if role == "tool" and previous != "tool":
+            groups += 1
+        previous = role
+    return groups
+
+
+def _split(text: str, parts: int) -> list[str]:
+    """``text`` in ``parts`` roughly equal pieces (fewer if it is shorter), none empty."""
+    parts = max(1, min(parts, len(text)))
+    size, extra = divmod(len(text), parts)
+    pieces, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        pieces.append(text[start:end])
+        start = end
+    return [p for p in pieces if p]
+
+
+def _plan_tool_calls(
+    turn: int, spec: list[dict[str, Any]], config: SimConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The calls of one scripted turn and the stream deltas that carry them."""
+    calls: list[dict[str, Any]] = []
+    for i, item in enumerate(spec):
+        arguments = item.get("arguments", {})
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments)
+        calls.append(
+            {
+                "id": f"call_{turn}_{i}",
+                "type": "function",
+                "function": {"name": item["name"], "arguments": arguments},
+            }
+        )
+    heads = [
+        {
+            "index": i,
+            "id": c["id"],
+            "type": "function",
+            "function": {"name": c["function"]["name"], "arguments": ""},
+        }
+        for i, c in enumerate(calls)
+    ]
+    fragments = [_split(c["function"]["arguments"], config.tool_argument_chunks) for c in calls]
+    deltas: list[dict[str, Any]] = []
+    if config.tool_interleave:  # all heads, then the fragments of every call in turn
+        deltas += [{"tool_calls": [head]} for head in heads]
+        for round_ in range(max((len(f) for f in fragments), default=0)):
+            for i, pieces in enumerate(fragments):
+                if round_ < len(pieces):
+                    deltas.append({"tool_calls": [{"index": i, "function": {"arguments": pieces[round_]}}]})
+    else:
+        for i, (head, pieces) in enumerate(zip(heads, fragments, strict=True)):
+            deltas.append({"tool_calls": [head]})
+            deltas += [{"tool_calls": [{"index": i, "function": {"arguments": p}}]} for p in pieces]
+    if deltas:  # the first chunk also carries the role, as OpenAI's does
+        deltas[0] = {"role": "assistant", "content": None, **deltas[0]}
+    return calls, deltas
+
+
+def _text_tokens(text: str) -> list[str]:
+    """A scripted text reply in chunks: each word with the whitespace before it."""
+    return re.findall(r"\s*\S+", text) or [text]
 
 
 def _server_error(message: str) -> dict[str, Any]:
@@ -280,7 +420,7 @@ class _Reply(Response):
             return True
         return False
 
-    def _chunk(self, delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
         plan = self.plan
         chunk: dict[str, Any] = {
             "id": plan.completion_id,
@@ -303,14 +443,16 @@ class _Reply(Response):
             await send({"type": "http.response.body", "body": _sse(data), "more_body": True})
 
         cut = plan.config.fail_after_tokens
-        tokens = plan.tokens if cut is None else plan.tokens[:cut]
+        deltas = plan.tool_deltas if plan.tool_calls else [{"content": token} for token in plan.tokens]
+        tokens = deltas if cut is None else deltas[:cut]
         if await self._client_gone(self._token_due(0)):
             return
-        await write(self._chunk({"role": "assistant", "content": ""}))
-        for index, token in enumerate(tokens):
+        if not plan.tool_calls:  # a tool turn's first delta carries the role
+            await write(self._chunk({"role": "assistant", "content": ""}))
+        for index, delta in enumerate(tokens):
             if await self._client_gone(self._token_due(index)):
                 return
-            await write(self._chunk({"content": token}))
+            await write(self._chunk(delta))
             record.tokens_sent += 1
             if record.first_token_at is None:
                 record.first_token_at = time.monotonic()
@@ -339,7 +481,9 @@ class _Reply(Response):
         plan, record = self.plan, self.record
         if await self._client_gone(self._token_due(max(len(plan.tokens) - 1, 0))):
             return
-        message = {"role": "assistant", "content": "".join(plan.tokens), "refusal": None}
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(plan.tokens), "refusal": None}
+        if plan.tool_calls:
+            message.update(content=None, tool_calls=plan.tool_calls)
         body = {
             "id": plan.completion_id,
             "object": "chat.completion",
@@ -494,10 +638,21 @@ class OpenAISimulator:
             return _model_not_found(model)
 
         tokens = list(config.reply) if config.reply is not None else _default_reply(config.reply_tokens)
+        calls: list[dict[str, Any]] = []
+        deltas: list[dict[str, Any]] = []
+        if body.get("tools") and config.tool_script is not None and body.get("tool_choice") != "none":
+            turn = _tool_result_groups(body["messages"])
+            if turn < len(config.tool_script):
+                record.script_turn = turn
+                step = config.tool_script[turn]
+                if isinstance(step, str):
+                    tokens = _text_tokens(step)
+                else:
+                    calls, deltas = _plan_tool_calls(turn, step, config)
         limit = body.get("max_completion_tokens")
         limit = body.get("max_tokens") if limit is None else limit
-        finish_reason = "stop"
-        if limit is not None and limit < len(tokens):
+        finish_reason = "tool_calls" if calls else "stop"
+        if not calls and limit is not None and limit < len(tokens):
             tokens, finish_reason = tokens[:limit], "length"
         stream = body.get("stream") is True
         options = body.get("stream_options") or {}
@@ -509,6 +664,8 @@ class OpenAISimulator:
             prompt_tokens=count_prompt_tokens(body["messages"]),
             stream=stream,
             include_usage=stream and options.get("include_usage") is True and config.usage_chunk,
+            tool_calls=calls,
+            tool_deltas=deltas,
         )
         return _Reply(plan, record, self._in_flight)
 
@@ -543,13 +700,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=SimConfig.reply_tokens, help="tokens per reply")
     parser.add_argument("--no-usage", action="store_true", help="never send the usage chunk")
     parser.add_argument("--api-key", default=SimConfig.api_key)
+    parser.add_argument(
+        "--tool-script", metavar="FILE", help="JSON file: the tool_script for requests with tools"
+    )
     args = parser.parse_args(argv)
+    tool_script = None
+    if args.tool_script:
+        with open(args.tool_script, encoding="utf-8") as f:
+            tool_script = json.load(f)
     config = SimConfig(
         api_key=args.api_key,
         ttft=args.ttft,
         tokens_per_second=args.tps,
         reply_tokens=args.tokens,
         usage_chunk=not args.no_usage,
+        tool_script=tool_script,
     )
     import uvloop  # a dependency of the project except on Windows; only the CLI picks the loop
 

@@ -1,6 +1,7 @@
 """Where answers come from: any OpenAI-compatible API through the official SDK, or the offline demo.
 
-A provider streams ``Piece``s and ends with one ``End``. Closing the iterator (``aclose``), as a
+A provider streams ``Piece``s and ends with one ``End``; ``stream_turn`` (for agents) also offers the
+model tools and yields a ``ToolCall`` for each call the model makes. Closing the iterator (``aclose``), as a
 stop does, closes the upstream HTTP connection at once. Retries of 429/5xx happen inside the SDK,
 with backoff, before the response starts, which is before the first token; nothing is retried
 once tokens have flowed.
@@ -17,7 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import msgspec
 import openai
@@ -45,6 +46,65 @@ class End:
     usage: ProviderUsage | None
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One complete function call of the model, assembled from its streamed fragments.
+
+    ``arguments`` is the raw text the model wrote. ``error`` is None when it is a JSON object (an
+    empty text counts as ``{}``), else why not: the call is still emitted, so that the agent loop can
+    answer it with a tool error instead of failing the turn.
+    """
+
+    index: int
+    id: str
+    name: str
+    arguments: str
+    error: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.error is None
+
+    def parsed_arguments(self) -> dict[str, Any]:
+        """The arguments as a JSON object; ValueError if they are not one."""
+        if self.error is not None:
+            raise ValueError(self.error)
+        return _arguments_object(self.arguments)
+
+
+def _arguments_object(text: str) -> dict[str, Any]:
+    if not text.strip():
+        return {}
+    try:
+        value = msgspec.json.decode(text)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"the arguments are not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise ValueError("the arguments are not a JSON object")
+    return value
+
+
+def _tool_call(index: int, call_id: str | None, name: str, arguments: str) -> ToolCall:
+    try:
+        _arguments_object(arguments)
+    except ValueError as exc:
+        error: str | None = str(exc)
+    else:
+        error = None
+    return ToolCall(index, call_id or f"call_{index}", name, arguments, error)
+
+
+class _PendingCall:
+    """A tool call whose fragments are still arriving."""
+
+    __slots__ = ("arguments", "id", "name")
+
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.name = ""
+        self.arguments: list[str] = []
+
+
 class ProviderError(Exception):
     """The provider failed; ``code`` is what the client sees in ``chat.error``."""
 
@@ -65,6 +125,17 @@ class Provider(Protocol):
         self, model: str, messages: list[dict[str, str]], max_tokens: int
     ) -> AsyncGenerator[Piece | End, None]: ...
 
+    def stream_turn(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        max_tokens: int,
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        tool_choice: str | dict[str, Any] | None = None,
+        temperature: float | None = None,
+    ) -> AsyncGenerator[Piece | ToolCall | End, None]: ...
+
     async def complete(
         self, model: str, messages: list[dict[str, str]], max_tokens: int
     ) -> tuple[str, End]: ...
@@ -84,8 +155,20 @@ def _translate(exc: Exception) -> ProviderError:
     return ProviderError(PROVIDER_ERROR, "The model provider failed.")
 
 
+class _FunctionDelta(msgspec.Struct):
+    name: str | None = None
+    arguments: Any = None  # a string fragment; a few compatible servers send a whole object
+
+
+class _ToolCallDelta(msgspec.Struct):
+    index: int | None = None  # missing on a few compatible servers: the position in the list then
+    id: str | None = None
+    function: _FunctionDelta | None = None
+
+
 class _Delta(msgspec.Struct):
     content: str | None = None
+    tool_calls: list[_ToolCallDelta] | None = None
 
 
 class _Choice(msgspec.Struct):
@@ -156,7 +239,12 @@ class OpenAIProvider:
         await self._client.close()
 
     async def _open(
-        self, stack: contextlib.AsyncExitStack, model: str, messages: list[dict[str, str]], max_tokens: int
+        self,
+        stack: contextlib.AsyncExitStack,
+        model: str,
+        messages: list[dict[str, Any]],
+        max_tokens: int,
+        extra: dict[str, Any],
     ) -> Any:
         """The streaming response, its status checked (and retried) by the SDK."""
         kwargs: dict[str, Any] = {
@@ -164,6 +252,7 @@ class OpenAIProvider:
             "messages": messages,
             "max_tokens": max_tokens,
             "stream": True,
+            **extra,
         }
         if self._include_usage:
             kwargs["stream_options"] = {"include_usage": True}
@@ -179,15 +268,56 @@ class OpenAIProvider:
             kwargs.pop("stream_options")
             return await stack.enter_async_context(create(**kwargs))
 
-    async def stream(
+    def stream(
         self, model: str, messages: list[dict[str, str]], max_tokens: int
     ) -> AsyncGenerator[Piece | End, None]:
+        # No tools offered, so no ToolCall can come out (tool_calls deltas are ignored then).
+        return cast("AsyncGenerator[Piece | End, None]", self._stream(model, messages, max_tokens, None, {}))
+
+    def stream_turn(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        max_tokens: int,
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        tool_choice: str | dict[str, Any] | None = None,
+        temperature: float | None = None,
+    ) -> AsyncGenerator[Piece | ToolCall | End, None]:
+        """One model turn of an agent: like ``stream``, with ``tools`` offered to the model.
+
+        ``messages`` are full chat messages: ``{"role": "assistant", "content": None, "tool_calls":
+        [...]}`` and ``{"role": "tool", "tool_call_id": ..., "content": ...}`` included. ``tools`` are
+        OpenAI function specs (``{"type": "function", "function": {"name", "description",
+        "parameters"}}``), sent as they are. Each call is yielded once, complete, as a ``ToolCall``
+        (in index order, when its choice finishes), before the ``End``.
+        """
+        extra: dict[str, Any] = {}
+        if tools:
+            extra["tools"] = tools
+            if tool_choice is not None:
+                extra["tool_choice"] = tool_choice
+        if temperature is not None:
+            extra["temperature"] = temperature
+        return self._stream(model, messages, max_tokens, tools or None, extra)
+
+    async def _stream(
+        self,
+        model: str,
+        messages: list[dict[str, Any]] | list[dict[str, str]],
+        max_tokens: int,
+        tools: list[dict[str, Any]] | None,
+        extra: dict[str, Any],
+    ) -> AsyncGenerator[Piece | ToolCall | End, None]:
         finish_reason = "stop"
         usage: ProviderUsage | None = None
+        calls: dict[int, _PendingCall] = {}  # tool calls being assembled, by index
         # Leaving this block (the end, a failure, or a stop's aclose) closes the HTTP response.
         async with contextlib.AsyncExitStack() as stack:
             try:
-                response = await self._open(stack, model, messages, max_tokens)
+                response = await self._open(
+                    stack, model, cast("list[dict[str, Any]]", messages), max_tokens, extra
+                )
             except openai.APIError as exc:
                 raise _translate(exc) from exc
             events = sse_data(response.iter_bytes())
@@ -220,10 +350,18 @@ class OpenAIProvider:
                 if chunk.usage is not None:
                     usage = ProviderUsage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
                 for choice in chunk.choices:
-                    if choice.delta is not None and choice.delta.content:
-                        yield Piece(choice.delta.content)
+                    delta = choice.delta
+                    if delta is not None:
+                        if delta.content:
+                            yield Piece(delta.content)
+                        if delta.tool_calls and tools is not None:
+                            _gather(calls, delta.tool_calls)
                     if choice.finish_reason:
                         finish_reason = choice.finish_reason
+                        for call in _complete(calls):
+                            yield call
+        for call in _complete(calls):  # a server that ended the stream without a finish_reason
+            yield call
         yield End(finish_reason, usage)
 
     async def complete(self, model: str, messages: list[dict[str, str]], max_tokens: int) -> tuple[str, End]:
@@ -243,6 +381,37 @@ class OpenAIProvider:
             else None
         )
         return text, End(choice.finish_reason if choice else "stop", usage)
+
+
+def _gather(calls: dict[int, _PendingCall], deltas: list[_ToolCallDelta]) -> None:
+    """Add one chunk's tool call fragments to the calls being assembled."""
+    for position, delta in enumerate(deltas):
+        index = delta.index if delta.index is not None else position
+        call = calls.get(index)
+        if call is None:
+            call = calls[index] = _PendingCall()
+        if delta.id:
+            call.id = delta.id
+        function = delta.function
+        if function is None:
+            continue
+        if function.name:
+            call.name += function.name  # the whole name comes in the first fragment with OpenAI
+        arguments = function.arguments
+        if isinstance(arguments, str):
+            call.arguments.append(arguments)
+        elif arguments is not None:
+            call.arguments.append(msgspec.json.encode(arguments).decode())
+
+
+def _complete(calls: dict[int, _PendingCall]) -> list[ToolCall]:
+    """The calls assembled so far, in index order; forgets them."""
+    done = [
+        _tool_call(index, call.id, call.name, "".join(call.arguments))
+        for index, call in sorted(calls.items())
+    ]
+    calls.clear()
+    return done
 
 
 OFFLINE_REPLY = (
@@ -270,6 +439,19 @@ class OfflineDemoProvider:
                 await asyncio.sleep(self._interval)
             yield Piece(word if i == 0 else " " + word)
         yield End("stop" if max_tokens >= len(words) else "length", None)
+
+    def stream_turn(
+        self,
+        model: str,
+        messages: list[dict[str, Any]],
+        max_tokens: int,
+        tools: list[dict[str, Any]] | None = None,
+        *,
+        tool_choice: str | dict[str, Any] | None = None,
+        temperature: float | None = None,
+    ) -> AsyncGenerator[Piece | ToolCall | End, None]:
+        """The offline demo never calls a tool: whatever the tools, it streams its fixed text reply."""
+        return self.stream(model, [], max_tokens)
 
     async def complete(self, model: str, messages: list[dict[str, str]], max_tokens: int) -> tuple[str, End]:
         first_user = next((m["content"] for m in messages if m["role"] == "user"), "")

@@ -1,0 +1,96 @@
+"""Example frames and replies of the agent builder, for docs/protocol.md."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from kintsugi_rt.agents import frames as m
+from kintsugi_rt.socket.registry import ServerEvent
+
+_AGENT = uuid.UUID("7a1e4c2b-3d5f-4a6b-8c9d-0e1f2a3b4c5d")
+_V1 = uuid.UUID("1b2c3d4e-5f60-4718-9a2b-3c4d5e6f7a8b")
+_V2 = uuid.UUID("2c3d4e5f-6071-4829-8b3c-4d5e6f7a8b9c")
+_PARAMS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"city": {"type": "string", "maxLength": 100}},
+    "required": ["city"],
+    "additionalProperties": False,
+}
+_TOOL = m.ToolInput(
+    name="get_weather",
+    description="The current weather in a city.",
+    parameters=_PARAMS,
+    endpoint=m.EndpointInput(
+        kind="n8n",
+        url="https://n8n.example.com/webhook/weather",
+        header_name="X-Api-Key",
+        secret="s3cr3t-value",  # noqa: S106 - an example
+    ),
+)
+
+
+def _agent(version: int, version_id: uuid.UUID, name: str, updated: str) -> dict[str, Any]:
+    return {
+        "id": str(_AGENT),
+        "version": version,
+        "version_id": str(version_id),
+        "handle": "weatherbot",
+        "name": name,
+        "avatar_media_id": None,
+        "instructions": "Answer questions about the weather; call get_weather for current conditions.",
+        "model": "gpt-4o-mini",
+        "temperature": 0.3,
+        "conversation_starters": ["What's the weather in Lisbon?"],
+        "step_limit": 6,
+        "tools": [
+            {
+                "name": "get_weather",
+                "description": "The current weather in a city.",
+                "parameters": _PARAMS,
+                "endpoint": {
+                    "kind": "n8n",
+                    "url": "https://n8n.example.com/webhook/weather",
+                    "header_name": "X-Api-Key",
+                    "has_secret": True,
+                },
+            }
+        ],
+        "created_at": "2026-12-01T19:30:00Z",
+        "updated_at": updated,
+    }
+
+
+_V1_AGENT = _agent(1, _V1, "Weather bot", "2026-12-01T19:30:00Z")
+_V2_AGENT = _agent(2, _V2, "Weather helper", "2026-12-01T19:45:00Z")
+
+CREATE = m.AgentCreate(
+    id="ag1",
+    name="Weather bot",
+    handle="@weatherbot",
+    model="gpt-4o-mini",
+    instructions="Answer questions about the weather; call get_weather for current conditions.",
+    temperature=0.3,
+    conversation_starters=["What's the weather in Lisbon?"],
+    step_limit=6,
+    tools=[_TOOL],
+)
+CREATE_RESULT: dict[str, Any] = {"agent": _V1_AGENT}
+UPDATE = m.AgentUpdate(id="ag2", agent_id=_AGENT, name="Weather helper")
+UPDATE_RESULT: dict[str, Any] = {"agent": _V2_AGENT}
+GET = m.AgentGet(id="ag3", agent_id=_AGENT)
+GET_RESULT: dict[str, Any] = {"agent": _V2_AGENT}
+LIST = m.AgentList(id="ag4")
+LIST_RESULT: dict[str, Any] = {"agents": [_V2_AGENT]}
+DELETE = m.AgentDelete(id="ag5", agent_id=_AGENT)
+TEST_TOOL = m.AgentTestTool(id="ag6", agent_id=_AGENT, tool="get_weather", arguments={"city": "Lisbon"})
+TEST_TOOL_RESULT: dict[str, Any] = {
+    "ok": True,
+    "status": 200,
+    "duration_ms": 182,
+    "body": '{"temperature_c": 21, "sky": "clear"}',
+    "error": None,
+    "retried": 0,
+}
+
+EVENTS: tuple[ServerEvent, ...] = ()
