@@ -79,6 +79,8 @@ class Services:
     calls: calls.CallService
     people: people.PeopleService
     push: push.PushService
+    # (before ``agents``: that field's name hides the module in the annotations below it)
+    agent_runs: agents.AgentRunService
     agents: agents.AgentService
     registry: SocketRegistry
     gateway: Gateway
@@ -125,6 +127,9 @@ class Services:
         stack.push_async_callback(self.push.stop)
         await self.agents.start()
         stack.push_async_callback(self.agents.stop)
+        # Stopped before the agents (whose stop closes the webhook caller the runs use).
+        await self.agent_runs.start()
+        stack.push_async_callback(self.agent_runs.stop)
         trimmer = asyncio.create_task(_trim_streams(ctx), name="stream-trim")
         stack.push_async_callback(_cancel, trimmer)
         if settings.is_production and not settings.metrics_token:
@@ -183,12 +188,19 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     _push_new_messages(messenger_service, push_service)
     _push_calls(calls_service, push_service)
     # The agent builder: paid tiers; an agent's model is one its owner's tier may use.
+    webhooks = agents.WebhookCaller(settings)
     agent_service = agents.AgentService(
-        ctx,
-        tiers=tiers,
-        models_for=chat_service.catalogue.models_for,
-        webhooks=agents.WebhookCaller(settings),
+        ctx, tiers=tiers, models_for=chat_service.catalogue.models_for, webhooks=webhooks
     )
+    # Running agents: the chat's model provider (none when chat is off), the same webhook caller, and
+    # each model turn billed as a chat answer is.
+    provider = chat_service.provider
+    runner = (
+        None
+        if provider is None
+        else agents.AgentRunner(provider, webhooks, agents.MeterBilling(usage, ctx.db, ctx.clock))
+    )
+    agent_run_service = agents.AgentRunService(ctx, agents=agent_service, tiers=tiers, runner=runner)
 
     registry = SocketRegistry(
         CORE_CLIENT_MESSAGES,
@@ -202,6 +214,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             people.socket_features(people_service),
             push.socket_features(push_service),
             agents.socket_features(agent_service),
+            agents.run_socket_features(agent_run_service),
         ],
     )
     gateway = Gateway(
@@ -229,6 +242,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         people=people_service,
         push=push_service,
         agents=agent_service,
+        agent_runs=agent_run_service,
         registry=registry,
         gateway=gateway,
     )

@@ -5,11 +5,23 @@ from __future__ import annotations
 
 from kintsugi_rt.agents import examples as ex
 from kintsugi_rt.agents import frames as f
+from kintsugi_rt.agents.runner import AgentRunner, MeterBilling
+from kintsugi_rt.agents.runs import ERROR_CODES as RUN_ERROR_CODES
+from kintsugi_rt.agents.runs import AgentRunService
 from kintsugi_rt.agents.service import ERROR_CODES, AgentService, rekey
 from kintsugi_rt.agents.webhooks import WebhookCaller
 from kintsugi_rt.socket.registry import SocketFeatures, SocketHandler
 
-__all__ = ["AgentService", "WebhookCaller", "rekey", "socket_features"]
+__all__ = [
+    "AgentRunService",
+    "AgentRunner",
+    "AgentService",
+    "MeterBilling",
+    "WebhookCaller",
+    "rekey",
+    "run_socket_features",
+    "socket_features",
+]
 
 
 def socket_features(agents: AgentService) -> SocketFeatures:
@@ -25,4 +37,18 @@ def socket_features(agents: AgentService) -> SocketFeatures:
         ),
         events=ex.EVENTS,
         error_codes=ERROR_CODES,
+    )
+
+
+def run_socket_features(runs: AgentRunService) -> SocketFeatures:
+    """Running an agent (agent.chat.*) and its events, bound to ``runs``."""
+    return SocketFeatures(
+        handlers=(
+            SocketHandler(f.AgentChatSend, runs.send, ex.CHAT_SEND, ex.CHAT_SEND_RESULT),
+            SocketHandler(f.AgentChatStop, runs.stop_run, ex.CHAT_STOP),
+            SocketHandler(f.AgentChatGet, runs.get, ex.CHAT_GET, ex.CHAT_GET_RESULT),
+            SocketHandler(f.AgentChatList, runs.list_runs, ex.CHAT_LIST, ex.CHAT_LIST_RESULT),
+        ),
+        events=ex.RUN_EVENTS,
+        error_codes=RUN_ERROR_CODES,
     )

@@ -94,3 +94,81 @@ TEST_TOOL_RESULT: dict[str, Any] = {
 }
 
 EVENTS: tuple[ServerEvent, ...] = ()
+
+# --- running an agent --------------------------------------------------------------------------------
+
+_RUN = uuid.UUID("3d4e5f60-7182-4930-9c4d-5e6f7a8b9cad")
+_RUN_INFO: dict[str, Any] = {
+    "id": str(_RUN),
+    "agent_id": str(_AGENT),
+    "version_id": str(_V2),
+    "status": "answered",
+    "usage": {"prompt_tokens": 412, "completion_tokens": 38},
+    "created_at": "2026-12-01T20:00:00Z",
+    "updated_at": "2026-12-01T20:00:04Z",
+}
+CHAT_SEND = m.AgentChatSend(id="ar1", agent_id=_AGENT, content="What's the weather in Lisbon?")
+CHAT_SEND_RESULT: dict[str, Any] = {"run_id": str(_RUN), "turn": 1}
+CHAT_STOP = m.AgentChatStop(id="ar2", run_id=_RUN)
+CHAT_GET = m.AgentChatGet(id="ar3", run_id=_RUN)
+CHAT_GET_RESULT: dict[str, Any] = {
+    "run": _RUN_INFO,
+    "messages": [
+        {"role": "user", "content": "What's the weather in Lisbon?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Lisbon"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature_c": 21, "sky": "clear"}'},
+        {"role": "assistant", "content": "It's 21 °C and clear in Lisbon."},
+    ],
+    "steps": [
+        {
+            "seq": 1,
+            "tool": "get_weather",
+            "arguments": {"city": "Lisbon"},
+            "status": "ok",
+            "duration_ms": 182,
+            "summary": '{"temperature_c": 21, "sky": "clear"}',
+            "created_at": "2026-12-01T20:00:02Z",
+        }
+    ],
+}
+CHAT_LIST = m.AgentChatList(id="ar4", agent_id=_AGENT)
+CHAT_LIST_RESULT: dict[str, Any] = {"runs": [_RUN_INFO]}
+
+RUN_EVENTS: tuple[ServerEvent, ...] = (
+    ServerEvent(m.AgentDelta, m.AgentDelta(run_id=_RUN, turn=1, index=0, text="It's 21 °C")),
+    ServerEvent(
+        m.AgentStep,
+        m.AgentStep(
+            run_id=_RUN,
+            turn=1,
+            call_id="call_1",
+            tool="get_weather",
+            arguments={"city": "Lisbon"},
+            status="ok",
+            duration_ms=182,
+            summary='{"temperature_c": 21, "sky": "clear"}',
+        ),
+        durable=True,
+    ),
+    ServerEvent(
+        m.AgentDone,
+        m.AgentDone(
+            run_id=_RUN,
+            turn=1,
+            status="answered",
+            text="It's 21 °C and clear in Lisbon.",
+            usage=m.RunUsage(prompt_tokens=412, completion_tokens=38),
+        ),
+        durable=True,
+    ),
+)

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from kintsugi_rt.socket.protocol import ClientMessage
+from kintsugi_rt.socket.protocol import ClientMessage, ServerMessage
 
 AgentName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 # 3 to 32 of a-z, 0-9 and _ (checked by the handler); room for a leading '@' and spaces.
@@ -168,3 +168,120 @@ class AgentTestTool(ClientMessage, tag="agent.test_tool"):
     agent_id: uuid.UUID
     tool: ToolName
     arguments: dict[str, Any] = {}
+
+
+# --- running an agent (runs.py) ---------------------------------------------------------------------
+
+Content = Annotated[str, msgspec.Meta(min_length=1, max_length=20_000)]
+RunStatus = Literal["running", "answered", "step_limit", "stopped", "failed"]
+DoneStatus = Literal["answered", "step_limit", "stopped", "failed"]
+StepStatus = Literal["running", "ok", "error"]
+
+
+class RunUsage(msgspec.Struct):
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class AgentRunInfo(msgspec.Struct):
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    version_id: uuid.UUID  # the agent's version the run uses (its current one when the run began)
+    status: RunStatus
+    usage: RunUsage  # billed over all of the run's turns
+    created_at: datetime
+    updated_at: datetime
+
+
+class AgentRunStep(msgspec.Struct):
+    """A tool call the run made (stored when it finished). ``arguments`` with secrets replaced by ***."""
+
+    seq: int
+    tool: str
+    arguments: Any
+    status: StepStatus
+    duration_ms: DurationMs | None
+    summary: str | None
+    created_at: datetime
+
+
+class AgentChatStarted(msgspec.Struct):
+    run_id: uuid.UUID
+    turn: int  # which of the run's user messages this is (1, 2, …)
+
+
+class AgentRunView(msgspec.Struct):
+    run: AgentRunInfo
+    # The conversation (OpenAI-format messages: user, assistant with tool_calls, tool), without the
+    # instructions; while the run is going it holds what was stored when it began.
+    messages: list[dict[str, Any]]
+    steps: list[AgentRunStep]
+
+
+class AgentRunPage(msgspec.Struct):
+    runs: list[AgentRunInfo]
+
+
+class AgentChatSend(ClientMessage, tag="agent.chat.send", omit_defaults=True):
+    """Ask an agent: a new run (its current version), or with ``run_id`` the next message of an earlier
+    run (the version that run began with). Answers at once; ``agent.delta``, ``agent.step`` and
+    ``agent.done`` follow."""
+
+    agent_id: uuid.UUID
+    content: Content
+    run_id: uuid.UUID | None = None
+
+
+class AgentChatStop(ClientMessage, tag="agent.chat.stop"):
+    """Stop a run: it ends (``agent.done`` status ``stopped``) within a second."""
+
+    run_id: uuid.UUID
+
+
+class AgentChatGet(ClientMessage, tag="agent.chat.get"):
+    """One of your runs: its messages and tool steps."""
+
+    run_id: uuid.UUID
+
+
+class AgentChatList(ClientMessage, tag="agent.chat.list", omit_defaults=True):
+    """Your runs (of one agent, with ``agent_id``), newest first, at most 100."""
+
+    agent_id: uuid.UUID | None = None
+
+
+class AgentDelta(ServerMessage, tag="agent.delta"):
+    """Text the agent is writing (not durable): ``index`` counts pieces of the run's message from 0."""
+
+    run_id: uuid.UUID
+    turn: int
+    index: int
+    text: str
+
+
+class AgentStep(ServerMessage, tag="agent.step"):
+    """A tool call started (``status`` running) or ended (ok / error, with ``duration_ms`` and a
+    ``summary`` of at most 500 characters). ``arguments`` has secrets replaced by ***."""
+
+    run_id: uuid.UUID
+    turn: int
+    call_id: str
+    tool: str
+    arguments: Any
+    status: StepStatus
+    duration_ms: DurationMs | None = None
+    summary: str | None = None
+    error: str | None = None
+
+
+class AgentDone(ServerMessage, tag="agent.done"):
+    """A run's message ended: ``text`` the answer (or the text so far), ``usage`` billed for this
+    message; on ``failed``, ``error_code`` and ``error``."""
+
+    run_id: uuid.UUID
+    turn: int
+    status: DoneStatus
+    text: str
+    usage: RunUsage
+    error_code: str | None = None
+    error: str | None = None

@@ -176,3 +176,177 @@ async def version_configs(db: Executor, after: uuid.UUID | None, limit: int) -> 
 async def replace_config(db: Executor, version_id: uuid.UUID, config: dict[str, Any]) -> None:
     """Only for re-encrypting secrets under a new key: the same config, other ciphertexts."""
     await db.execute("UPDATE agent_versions SET config = $2::jsonb WHERE id = $1", version_id, _json(config))
+
+
+# --- runs (agent.chat.*) ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    id: uuid.UUID
+    agent_id: uuid.UUID
+    version_id: uuid.UUID
+    owner_id: uuid.UUID
+    status: str
+    history: list[dict[str, Any]]
+    prompt_tokens: int
+    completion_tokens: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StepRow:
+    seq: int
+    tool: str
+    arguments: Any
+    status: str
+    duration_ms: int | None
+    summary: str | None
+    created_at: datetime
+
+
+_RUN_COLUMNS = (
+    "id, agent_id, version_id, owner_id, status, history::text AS history, prompt_tokens, "
+    "completion_tokens, created_at, updated_at"
+)
+
+
+def _run(row: Any, *, with_history: bool = True) -> RunRow:
+    history: list[dict[str, Any]] = msgspec.json.decode(row["history"]) if with_history else []
+    return RunRow(
+        id=row["id"],
+        agent_id=row["agent_id"],
+        version_id=row["version_id"],
+        owner_id=row["owner_id"],
+        status=row["status"],
+        history=history,
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+async def create_run(
+    db: Executor,
+    run_id: uuid.UUID,
+    agent_id: uuid.UUID,
+    version_id: uuid.UUID,
+    owner_id: uuid.UUID,
+    history: list[dict[str, Any]],
+) -> None:
+    await db.execute(
+        "INSERT INTO agent_runs (id, agent_id, version_id, owner_id, status, history) "
+        "VALUES ($1, $2, $3, $4, 'running', $5::jsonb)",
+        run_id,
+        agent_id,
+        version_id,
+        owner_id,
+        msgspec.json.encode(history).decode(),
+    )
+
+
+async def get_run(
+    db: Executor, owner_id: uuid.UUID, run_id: uuid.UUID, *, lock: bool = False
+) -> RunRow | None:
+    row = await db.fetchrow(
+        f"SELECT {_RUN_COLUMNS} FROM agent_runs WHERE id = $1 AND owner_id = $2"  # noqa: S608 - fixed text
+        + (" FOR UPDATE" if lock else ""),
+        run_id,
+        owner_id,
+    )
+    return None if row is None else _run(row)
+
+
+async def restart_run(db: Executor, run_id: uuid.UUID, history: list[dict[str, Any]]) -> None:
+    await db.execute(
+        "UPDATE agent_runs SET status = 'running', history = $2::jsonb, updated_at = now() WHERE id = $1",
+        run_id,
+        msgspec.json.encode(history).decode(),
+    )
+
+
+async def finish_run(
+    db: Executor,
+    run_id: uuid.UUID,
+    *,
+    status: str,
+    history: list[dict[str, Any]],
+    prompt_tokens: int,
+    completion_tokens: int,
+) -> None:
+    await db.execute(
+        "UPDATE agent_runs SET status = $2, history = $3::jsonb, prompt_tokens = prompt_tokens + $4, "
+        "completion_tokens = completion_tokens + $5, updated_at = now() WHERE id = $1",
+        run_id,
+        status,
+        msgspec.json.encode(history).decode(),
+        prompt_tokens,
+        completion_tokens,
+    )
+
+
+async def list_runs(
+    db: Executor, owner_id: uuid.UUID, agent_id: uuid.UUID | None, limit: int
+) -> list[RunRow]:
+    rows = await db.fetch(
+        f"SELECT {_RUN_COLUMNS} FROM agent_runs "  # noqa: S608 - fixed text
+        "WHERE owner_id = $1 AND ($2::uuid IS NULL OR agent_id = $2) "
+        "ORDER BY created_at DESC, id DESC LIMIT $3",
+        owner_id,
+        agent_id,
+        limit,
+    )
+    return [_run(r, with_history=False) for r in rows]
+
+
+async def next_step_seq(db: Executor, run_id: uuid.UUID) -> int:
+    value: int = await db.fetchval(
+        "SELECT coalesce(max(seq), 0) + 1 FROM agent_run_steps WHERE run_id = $1", run_id
+    )
+    return value
+
+
+async def add_step(
+    db: Executor,
+    run_id: uuid.UUID,
+    seq: int,
+    *,
+    tool: str,
+    arguments: Any,
+    status: str,
+    duration_ms: int | None,
+    summary: str | None,
+) -> None:
+    await db.execute(
+        "INSERT INTO agent_run_steps (run_id, seq, tool, arguments, status, duration_ms, summary) "
+        "VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7)",
+        run_id,
+        seq,
+        tool,
+        msgspec.json.encode(arguments).decode(),
+        status,
+        duration_ms,
+        summary,
+    )
+
+
+async def run_steps(db: Executor, run_id: uuid.UUID) -> list[StepRow]:
+    rows = await db.fetch(
+        "SELECT seq, tool, arguments::text AS arguments, status, duration_ms, summary, created_at "
+        "FROM agent_run_steps WHERE run_id = $1 ORDER BY seq",
+        run_id,
+    )
+    return [
+        StepRow(
+            seq=r["seq"],
+            tool=r["tool"],
+            arguments=msgspec.json.decode(r["arguments"]) if r["arguments"] is not None else None,
+            status=r["status"],
+            duration_ms=r["duration_ms"],
+            summary=r["summary"],
+            created_at=r["created_at"],
+        )
+        for r in rows
+    ]

@@ -19,6 +19,81 @@ export interface Agent {
   updated_at: string;
 }
 
+/** One of your runs: its messages and tool steps. */
+export interface AgentChatGet {
+  type: "agent.chat.get";
+  run_id: string;
+  id?: string | null;
+}
+
+/** The `ok` reply to `agent.chat.get`. */
+export interface AgentChatGetReply {
+  type: "ok";
+  /** The request's `id`. */
+  id: string;
+  run: AgentRunInfo;
+  messages: {
+    [key: string]: unknown;
+  }[];
+  steps: AgentRunStep[];
+}
+
+/** Your runs (of one agent, with `agent_id`), newest first, at most 100. */
+export interface AgentChatList {
+  type: "agent.chat.list";
+  agent_id?: string | null;
+  id?: string | null;
+}
+
+/** The `ok` reply to `agent.chat.list`. */
+export interface AgentChatListReply {
+  type: "ok";
+  /** The request's `id`. */
+  id: string;
+  runs: AgentRunInfo[];
+}
+
+/**
+ * Ask an agent: a new run (its current version), or with `run_id` the next message of an earlier
+ * run (the version that run began with). Answers at once; `agent.delta`, `agent.step` and
+ * `agent.done` follow.
+ */
+export interface AgentChatSend {
+  type: "agent.chat.send";
+  agent_id: string;
+  content: string;
+  run_id?: string | null;
+  id?: string | null;
+}
+
+/** The `ok` reply to `agent.chat.send`. */
+export interface AgentChatSendReply {
+  type: "ok";
+  /** The request's `id`. */
+  id: string;
+  run_id: string;
+  turn: number;
+}
+
+export interface AgentChatStarted {
+  run_id: string;
+  turn: number;
+}
+
+/** Stop a run: it ends (`agent.done` status `stopped`) within a second. */
+export interface AgentChatStop {
+  type: "agent.chat.stop";
+  run_id: string;
+  id?: string | null;
+}
+
+/** The `ok` reply to `agent.chat.stop`. It carries no other fields. */
+export interface AgentChatStopReply {
+  type: "ok";
+  /** The request's `id`. */
+  id: string;
+}
+
 /**
  * Create an agent (version 1). `model` must be one your tier may use; `handle` is unique
  * among agents whatever its case.
@@ -62,6 +137,32 @@ export interface AgentDeleteReply {
   id: string;
 }
 
+/** Text the agent is writing (not durable): `index` counts pieces of the run's message from 0. */
+export interface AgentDelta {
+  type: "agent.delta";
+  run_id: string;
+  turn: number;
+  index: number;
+  text: string;
+}
+
+/**
+ * A run's message ended: `text` the answer (or the text so far), `usage` billed for this
+ * message; on `failed`, `error_code` and `error`.
+ */
+export interface AgentDone {
+  type: "agent.done";
+  /** The event's position in the user's stream; give the last one processed to `resume` (see docs/delivery.md). */
+  pos: number;
+  run_id: string;
+  turn: number;
+  status: "answered" | "failed" | "step_limit" | "stopped";
+  text: string;
+  usage: RunUsage;
+  error_code?: string | null;
+  error?: string | null;
+}
+
 /** One of your agents: its current version, or (`version`) an earlier one. */
 export interface AgentGet {
   type: "agent.get";
@@ -98,6 +199,58 @@ export interface AgentPage {
 
 export interface AgentRef {
   agent: Agent;
+}
+
+export interface AgentRunInfo {
+  id: string;
+  agent_id: string;
+  version_id: string;
+  status: "answered" | "failed" | "running" | "step_limit" | "stopped";
+  usage: RunUsage;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface AgentRunPage {
+  runs: AgentRunInfo[];
+}
+
+/** A tool call the run made (stored when it finished). `arguments` with secrets replaced by ***. */
+export interface AgentRunStep {
+  seq: number;
+  tool: string;
+  arguments: unknown;
+  status: "error" | "ok" | "running";
+  duration_ms: number | null;
+  summary: string | null;
+  created_at: string;
+}
+
+export interface AgentRunView {
+  run: AgentRunInfo;
+  messages: {
+    [key: string]: unknown;
+  }[];
+  steps: AgentRunStep[];
+}
+
+/**
+ * A tool call started (`status` running) or ended (ok / error, with `duration_ms` and a
+ * `summary` of at most 500 characters). `arguments` has secrets replaced by ***.
+ */
+export interface AgentStep {
+  type: "agent.step";
+  /** The event's position in the user's stream; give the last one processed to `resume` (see docs/delivery.md). */
+  pos: number;
+  run_id: string;
+  turn: number;
+  call_id: string;
+  tool: string;
+  arguments: unknown;
+  status: "error" | "ok" | "running";
+  duration_ms?: number | null;
+  summary?: string | null;
+  error?: string | null;
 }
 
 /**
@@ -788,7 +941,7 @@ export interface ChatView {
 }
 
 /** Any frame a client sends; `type` tells which. */
-export type ClientFrame = Auth | Ping | Resume | PresenceWatch | PresenceUnwatch | UsageGet | UsageHistory | ChatCreate | ChatList | ChatGet | ChatSwitch | ChatSend | ChatStop | ChatRegenerate | ChatEdit | ChatRename | ChatDelete | ChatSearch | ChatModels | ConversationCreate | ConversationList | ConversationGet | ConversationAddMembers | ConversationRemoveMember | ConversationLeave | ConversationPromote | ConversationSync | MessageSend | MessageEdit | MessageDelete | MessageReact | MessagePin | MessageForward | MessageHistory | MessageSearch | MessageRead | Typing | ReceiptsSet | MediaLinksGet | CallStart | CallAccept | CallDecline | CallCancel | CallHangup | CallJoin | CallLeave | CallSignal | CallFallback | CallStats | CallHistory | UserLookup | UserSearch | ProfileGet | ProfileUpdate | PushConfigGet | PushSubscribe | PushUnsubscribe | AgentCreate | AgentUpdate | AgentGet | AgentList | AgentDelete | AgentTestTool;
+export type ClientFrame = Auth | Ping | Resume | PresenceWatch | PresenceUnwatch | UsageGet | UsageHistory | ChatCreate | ChatList | ChatGet | ChatSwitch | ChatSend | ChatStop | ChatRegenerate | ChatEdit | ChatRename | ChatDelete | ChatSearch | ChatModels | ConversationCreate | ConversationList | ConversationGet | ConversationAddMembers | ConversationRemoveMember | ConversationLeave | ConversationPromote | ConversationSync | MessageSend | MessageEdit | MessageDelete | MessageReact | MessagePin | MessageForward | MessageHistory | MessageSearch | MessageRead | Typing | ReceiptsSet | MediaLinksGet | CallStart | CallAccept | CallDecline | CallCancel | CallHangup | CallJoin | CallLeave | CallSignal | CallFallback | CallStats | CallHistory | UserLookup | UserSearch | ProfileGet | ProfileUpdate | PushConfigGet | PushSubscribe | PushUnsubscribe | AgentCreate | AgentUpdate | AgentGet | AgentList | AgentDelete | AgentTestTool | AgentChatSend | AgentChatStop | AgentChatGet | AgentChatList;
 
 export interface Conversation {
   id: string;
@@ -980,7 +1133,7 @@ export interface EndpointView {
 export interface ErrorFrame {
   type: "error";
   /** What went wrong; a stable name (`x-enumDescriptions` says what each means). */
-  code: "bad_request" | "unauthorized" | "token_expired" | "session_revoked" | "rate_limited" | "not_found" | "forbidden" | "internal_error" | "unavailable" | "slow_consumer" | "too_many_connections" | "invalid_token" | "token_limit_exceeded" | "tier_required" | "provider_unavailable" | "unknown_model" | "generation_in_progress" | "context_too_long" | "content_too_long" | "provider_rate_limited" | "provider_error" | "provider_unreachable" | "provider_rejected" | "server_shutdown" | "text_too_long" | "edit_window_passed" | "delete_window_passed" | "too_many_members" | "call_ended" | "call_capacity" | "call_too_large" | "signal_too_large" | "peer_gone" | "handle_taken" | "push_disabled";
+  code: "bad_request" | "unauthorized" | "token_expired" | "session_revoked" | "rate_limited" | "not_found" | "forbidden" | "internal_error" | "unavailable" | "slow_consumer" | "too_many_connections" | "invalid_token" | "token_limit_exceeded" | "tier_required" | "provider_unavailable" | "unknown_model" | "generation_in_progress" | "context_too_long" | "content_too_long" | "provider_rate_limited" | "provider_error" | "provider_unreachable" | "provider_rejected" | "server_shutdown" | "text_too_long" | "edit_window_passed" | "delete_window_passed" | "too_many_members" | "call_ended" | "call_capacity" | "call_too_large" | "signal_too_large" | "peer_gone" | "handle_taken" | "push_disabled" | "agent_run_in_progress";
   message: string;
   id?: string | null;
   fields?: {
@@ -1560,6 +1713,11 @@ export interface ResyncRequired {
   id?: string | null;
 }
 
+export interface RunUsage {
+  prompt_tokens: number;
+  completion_tokens: number;
+}
+
 export interface SearchHit {
   chat_id: string;
   chat_title: string;
@@ -1578,7 +1736,7 @@ export interface SendResult {
 }
 
 /** Any frame the server sends. Every reply has `type` "ok": match its `id` to the request (`x-requests` names each request's reply). */
-export type ServerFrame = Hello | ErrorFrame | Pong | Resumed | ResyncRequired | Presence | UsageUpdated | UsageWarning | SubscriptionUpdated | ChatCreated | ChatUpdated | ChatDeleted | ChatStarted | ChatDelta | ChatSnapshot | ChatDone | ChatError | MessageNew | MessageUpdated | ReadReceipt | ConversationUpdated | ConversationRemoved | TypingEvent | CallRinging | CallAccepted | CallAnsweredElsewhere | CallParticipantChanged | CallModeChanged | CallEnded | CallSignalled | ProfileUpdated | AuthReply | PresenceWatchReply | PresenceUnwatchReply | UsageGetReply | UsageHistoryReply | ChatCreateReply | ChatListReply | ChatGetReply | ChatSwitchReply | ChatSendReply | ChatStopReply | ChatRegenerateReply | ChatEditReply | ChatRenameReply | ChatDeleteReply | ChatSearchReply | ChatModelsReply | ConversationCreateReply | ConversationListReply | ConversationGetReply | ConversationAddMembersReply | ConversationRemoveMemberReply | ConversationLeaveReply | ConversationPromoteReply | ConversationSyncReply | MessageSendReply | MessageEditReply | MessageDeleteReply | MessageReactReply | MessagePinReply | MessageForwardReply | MessageHistoryReply | MessageSearchReply | MessageReadReply | TypingReply | ReceiptsSetReply | MediaLinksGetReply | CallStartReply | CallAcceptReply | CallDeclineReply | CallCancelReply | CallHangupReply | CallJoinReply | CallLeaveReply | CallSignalReply | CallFallbackReply | CallStatsReply | CallHistoryReply | UserLookupReply | UserSearchReply | ProfileGetReply | ProfileUpdateReply | PushConfigGetReply | PushSubscribeReply | PushUnsubscribeReply | AgentCreateReply | AgentUpdateReply | AgentGetReply | AgentListReply | AgentDeleteReply | AgentTestToolReply;
+export type ServerFrame = Hello | ErrorFrame | Pong | Resumed | ResyncRequired | Presence | UsageUpdated | UsageWarning | SubscriptionUpdated | ChatCreated | ChatUpdated | ChatDeleted | ChatStarted | ChatDelta | ChatSnapshot | ChatDone | ChatError | MessageNew | MessageUpdated | ReadReceipt | ConversationUpdated | ConversationRemoved | TypingEvent | CallRinging | CallAccepted | CallAnsweredElsewhere | CallParticipantChanged | CallModeChanged | CallEnded | CallSignalled | ProfileUpdated | AgentDelta | AgentStep | AgentDone | AuthReply | PresenceWatchReply | PresenceUnwatchReply | UsageGetReply | UsageHistoryReply | ChatCreateReply | ChatListReply | ChatGetReply | ChatSwitchReply | ChatSendReply | ChatStopReply | ChatRegenerateReply | ChatEditReply | ChatRenameReply | ChatDeleteReply | ChatSearchReply | ChatModelsReply | ConversationCreateReply | ConversationListReply | ConversationGetReply | ConversationAddMembersReply | ConversationRemoveMemberReply | ConversationLeaveReply | ConversationPromoteReply | ConversationSyncReply | MessageSendReply | MessageEditReply | MessageDeleteReply | MessageReactReply | MessagePinReply | MessageForwardReply | MessageHistoryReply | MessageSearchReply | MessageReadReply | TypingReply | ReceiptsSetReply | MediaLinksGetReply | CallStartReply | CallAcceptReply | CallDeclineReply | CallCancelReply | CallHangupReply | CallJoinReply | CallLeaveReply | CallSignalReply | CallFallbackReply | CallStatsReply | CallHistoryReply | UserLookupReply | UserSearchReply | ProfileGetReply | ProfileUpdateReply | PushConfigGetReply | PushSubscribeReply | PushUnsubscribeReply | AgentCreateReply | AgentUpdateReply | AgentGetReply | AgentListReply | AgentDeleteReply | AgentTestToolReply | AgentChatSendReply | AgentChatStopReply | AgentChatGetReply | AgentChatListReply;
 
 /** The subscription or tier changed; limits follow at once. `attention` flags a payment problem. */
 export interface SubscriptionUpdated {
@@ -2092,6 +2250,26 @@ export interface Requests {
     fields: Omit<AgentTestTool, "type" | "id">;
     reply: AgentTestToolReply;
   };
+  "agent.chat.send": {
+    frame: AgentChatSend;
+    fields: Omit<AgentChatSend, "type" | "id">;
+    reply: AgentChatSendReply;
+  };
+  "agent.chat.stop": {
+    frame: AgentChatStop;
+    fields: Omit<AgentChatStop, "type" | "id">;
+    reply: AgentChatStopReply;
+  };
+  "agent.chat.get": {
+    frame: AgentChatGet;
+    fields: Omit<AgentChatGet, "type" | "id">;
+    reply: AgentChatGetReply;
+  };
+  "agent.chat.list": {
+    frame: AgentChatList;
+    fields: Omit<AgentChatList, "type" | "id">;
+    reply: AgentChatListReply;
+  };
 }
 
 /** A durable event's position in the user's stream (see docs/delivery.md). */
@@ -2132,6 +2310,9 @@ export interface ServerEvents {
   "call.ended": CallEnded;
   "call.signal": CallSignalled;
   "profile.updated": ProfileUpdated;
+  "agent.delta": AgentDelta;
+  "agent.step": AgentStep;
+  "agent.done": AgentDone;
 }
 
 export type RequestType = keyof Requests;
@@ -2201,6 +2382,10 @@ export const REQUEST_TYPES = [
   "agent.list",
   "agent.delete",
   "agent.test_tool",
+  "agent.chat.send",
+  "agent.chat.stop",
+  "agent.chat.get",
+  "agent.chat.list",
 ] as const satisfies readonly RequestType[];
 
 export const EVENT_TYPES = [
@@ -2235,6 +2420,9 @@ export const EVENT_TYPES = [
   "call.ended",
   "call.signal",
   "profile.updated",
+  "agent.delta",
+  "agent.step",
+  "agent.done",
 ] as const satisfies readonly EventType[];
 
 /** Server events the schema marks durable (empty when it does not say; any frame with `pos` is durable). */
@@ -2258,6 +2446,8 @@ export const DURABLE_EVENT_TYPES: readonly EventType[] = [
   "call.mode",
   "call.ended",
   "profile.updated",
+  "agent.step",
+  "agent.done",
 ];
 
 /** Every `error` code the server sends, with its meaning. */
@@ -2297,6 +2487,7 @@ export const SERVER_ERROR_CODES = {
   "peer_gone": "The device you signalled is not in the call (any more); wait for its call.accepted.",
   "handle_taken": "Another user has that @handle, or it is reserved (admin, support, …); `details.field` is `handle`.",
   "push_disabled": "This server sends no Web Push (production without VAPID keys); `push.config` says so.",
+  "agent_run_in_progress": "agent.chat.send with the run_id of a run still going: stop it or wait for agent.done.",
 } as const;
 
 export type ServerErrorCode = keyof typeof SERVER_ERROR_CODES;
