@@ -81,6 +81,7 @@ class Services:
     push: push.PushService
     # (before ``agents``: that field's name hides the module in the annotations below it)
     agent_runs: agents.AgentRunService
+    agent_conversations: agents.AgentConversations
     agents: agents.AgentService
     registry: SocketRegistry
     gateway: Gateway
@@ -130,6 +131,8 @@ class Services:
         # Stopped before the agents (whose stop closes the webhook caller the runs use).
         await self.agent_runs.start()
         stack.push_async_callback(self.agent_runs.stop)
+        await self.agent_conversations.start()
+        stack.push_async_callback(self.agent_conversations.stop)
         trimmer = asyncio.create_task(_trim_streams(ctx), name="stream-trim")
         stack.push_async_callback(_cancel, trimmer)
         if settings.is_production and not settings.metrics_token:
@@ -201,6 +204,12 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         else agents.AgentRunner(provider, webhooks, agents.MeterBilling(usage, ctx.db, ctx.clock))
     )
     agent_run_service = agents.AgentRunService(ctx, agents=agent_service, tiers=tiers, runner=runner)
+    # Agents in conversations: the messenger tells them of each new message (after its commit); they
+    # answer through the messenger, on the same runner (the agent's owner pays).
+    agent_conversations = agents.AgentConversations(
+        ctx, agents=agent_service, tiers=tiers, runner=runner, messenger=messenger_service
+    )
+    messenger_service.on_new_message.append(agent_conversations.on_new_message)
 
     registry = SocketRegistry(
         CORE_CLIENT_MESSAGES,
@@ -215,6 +224,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
             push.socket_features(push_service),
             agents.socket_features(agent_service),
             agents.run_socket_features(agent_run_service),
+            agents.conversation_socket_features(agent_conversations),
         ],
     )
     gateway = Gateway(
@@ -243,6 +253,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         push=push_service,
         agents=agent_service,
         agent_runs=agent_run_service,
+        agent_conversations=agent_conversations,
         registry=registry,
         gateway=gateway,
     )
@@ -261,7 +272,7 @@ def _push_new_messages(messenger_service: messenger.MessengerService, push_servi
             )
             push_service.message_new(alert, members)
 
-    messenger_service.on_new_message = on_new_message
+    messenger_service.on_new_message.append(on_new_message)
 
 
 def _push_calls(calls_service: calls.CallService, push_service: push.PushService) -> None:

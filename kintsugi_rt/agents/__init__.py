@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from kintsugi_rt.agents import examples as ex
 from kintsugi_rt.agents import frames as f
+from kintsugi_rt.agents.conversations import AgentConversations
 from kintsugi_rt.agents.runner import AgentRunner, MeterBilling
 from kintsugi_rt.agents.runs import ERROR_CODES as RUN_ERROR_CODES
 from kintsugi_rt.agents.runs import AgentRunService
@@ -13,11 +14,13 @@ from kintsugi_rt.agents.webhooks import WebhookCaller
 from kintsugi_rt.socket.registry import SocketFeatures, SocketHandler
 
 __all__ = [
+    "AgentConversations",
     "AgentRunService",
     "AgentRunner",
     "AgentService",
     "MeterBilling",
     "WebhookCaller",
+    "conversation_socket_features",
     "rekey",
     "run_socket_features",
     "socket_features",
@@ -51,4 +54,18 @@ def run_socket_features(runs: AgentRunService) -> SocketFeatures:
         ),
         events=ex.RUN_EVENTS,
         error_codes=RUN_ERROR_CODES,
+    )
+
+
+def conversation_socket_features(conversations: AgentConversations) -> SocketFeatures:
+    """Agents in conversations (conversation.add_agent / remove_agent, agent.conversation) and the
+    events of their answers, bound to ``conversations``."""
+    return SocketFeatures(
+        handlers=(
+            SocketHandler(f.ConversationAddAgent, conversations.add, ex.ADD_AGENT),
+            SocketHandler(f.ConversationRemoveAgent, conversations.remove, ex.REMOVE_AGENT),
+            SocketHandler(f.AgentConversation, conversations.direct, ex.AGENT_CONVERSATION),
+        ),
+        events=ex.CONVERSATION_EVENTS,
+        error_codes={},
     )

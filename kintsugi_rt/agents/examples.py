@@ -172,3 +172,35 @@ RUN_EVENTS: tuple[ServerEvent, ...] = (
         durable=True,
     ),
 )
+
+# --- agents in conversations -----------------------------------------------------------------------
+
+_CONVERSATION = uuid.UUID("5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b")
+_REPLY = uuid.UUID("6f7a8b9c-0d1e-4f2a-9b3c-4d5e6f7a8b9c")
+ADD_AGENT = m.ConversationAddAgent(id="ac1", conversation_id=_CONVERSATION, agent_id=_AGENT)
+REMOVE_AGENT = m.ConversationRemoveAgent(id="ac2", conversation_id=_CONVERSATION, agent_id=_AGENT)
+AGENT_CONVERSATION = m.AgentConversation(id="ac3", agent_id=_AGENT)
+CONVERSATION_EVENTS: tuple[ServerEvent, ...] = (
+    ServerEvent(
+        m.ConversationAgentDelta,
+        m.ConversationAgentDelta(
+            conversation_id=_CONVERSATION, agent_id=_AGENT, reply_id=_REPLY, index=0, text="It's 21 °C"
+        ),
+    ),
+    ServerEvent(
+        m.ConversationAgentStep,
+        m.ConversationAgentStep(
+            conversation_id=_CONVERSATION, agent_id=_AGENT, reply_id=_REPLY, tool="get_weather", status="ok"
+        ),
+    ),
+    ServerEvent(
+        m.ConversationAgentError,
+        m.ConversationAgentError(
+            conversation_id=_CONVERSATION,
+            agent_id=_AGENT,
+            reply_id=_REPLY,
+            error_code="token_limit_exceeded",
+            error="The owner's token limit is reached.",
+        ),
+    ),
+)

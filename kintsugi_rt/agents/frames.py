@@ -285,3 +285,59 @@ class AgentDone(ServerMessage, tag="agent.done"):
     usage: RunUsage
     error_code: str | None = None
     error: str | None = None
+
+
+# --- agents in conversations (docs/agents.md, "Agents in conversations") ----------------------------
+
+
+class ConversationAddAgent(ClientMessage, tag="conversation.add_agent"):
+    """The agent's owner, a member of the conversation, adds it: a mention of its ``@handle`` makes
+    it answer (the owner's tokens pay). Reply: the conversation (``conversation.updated`` to all)."""
+
+    conversation_id: uuid.UUID
+    agent_id: uuid.UUID
+
+
+class ConversationRemoveAgent(ClientMessage, tag="conversation.remove_agent"):
+    """Whoever added the agent, or a group admin, removes it."""
+
+    conversation_id: uuid.UUID
+    agent_id: uuid.UUID
+
+
+class AgentConversation(ClientMessage, tag="agent.conversation"):
+    """The owner's 1:1 with the agent (created on first use): every message in it makes it answer."""
+
+    agent_id: uuid.UUID
+
+
+class ConversationAgentDelta(ServerMessage, tag="conversation.agent_delta"):
+    """The agent's answer as it is written (not durable): ``reply_id`` names one answer, ``index``
+    counts its pieces from 0. The whole answer then comes as ``message.new`` with ``message.agent``."""
+
+    conversation_id: uuid.UUID
+    agent_id: uuid.UUID
+    reply_id: uuid.UUID
+    index: int
+    text: str
+
+
+class ConversationAgentStep(ServerMessage, tag="conversation.agent_step"):
+    """The agent calls a tool (``running``), then it finished (``ok`` / ``error``); not durable."""
+
+    conversation_id: uuid.UUID
+    agent_id: uuid.UUID
+    reply_id: uuid.UUID
+    tool: str
+    status: Literal["running", "ok", "error"]
+
+
+class ConversationAgentError(ServerMessage, tag="conversation.agent_error", omit_defaults=True):
+    """The agent could not answer (nothing is posted; not durable). The agent's owner also gets
+    ``error_code`` and ``error``."""
+
+    conversation_id: uuid.UUID
+    agent_id: uuid.UUID
+    reply_id: uuid.UUID
+    error_code: str | None = None
+    error: str | None = None

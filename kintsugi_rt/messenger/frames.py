@@ -198,6 +198,30 @@ class CallEntry(msgspec.Struct, omit_defaults=True):
     duration_s: int = 0
 
 
+class ToolUse(msgspec.Struct):
+    tool: str
+    status: Literal["ok", "error"]
+
+
+class MessageAgent(msgspec.Struct):
+    """The agent that wrote the message (its ``sender_id`` is null), and the tools it used for it."""
+
+    agent_id: uuid.UUID
+    name: str
+    handle: str
+    tools_used: list[ToolUse] = []
+
+
+class ConversationAgent(msgspec.Struct):
+    """An agent in the conversation: a mention of ``@handle`` (or any message in its 1:1) makes it
+    answer; ``added_by`` (its owner) pays."""
+
+    agent_id: uuid.UUID
+    name: str
+    handle: str
+    added_by: uuid.UUID
+
+
 class Message(msgspec.Struct, omit_defaults=True):
     id: uuid.UUID
     conversation_id: uuid.UUID
@@ -214,6 +238,7 @@ class Message(msgspec.Struct, omit_defaults=True):
     reactions: list[Reaction] = []
     attachments: list[Attachment] = []
     call: CallEntry | None = None  # a call's entry (sent by the calls module; no text)
+    agent: MessageAgent | None = None  # written by an agent in the conversation
 
 
 class Member(msgspec.Struct):
@@ -235,6 +260,7 @@ class Conversation(msgspec.Struct, omit_defaults=True):
     created_at: datetime
     title: str | None = None
     last_message: Message | None = None
+    agents: list[ConversationAgent] = []
 
 
 class ConversationRef(msgspec.Struct):
@@ -282,7 +308,7 @@ class ReadReceipt(ServerMessage, tag="message.read"):
 
 
 class ConversationUpdated(ServerMessage, tag="conversation.updated"):
-    """Created, members or roles changed, or you joined it."""
+    """Created, members, roles or agents changed, or you joined it."""
 
     conversation: Conversation
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import asyncpg
@@ -23,6 +23,7 @@ from kintsugi_rt.messenger.frames import (
     CallEntry,
     Conversation,
     ConversationAddMembers,
+    ConversationAgent,
     ConversationCreate,
     ConversationGet,
     ConversationLeave,
@@ -34,6 +35,7 @@ from kintsugi_rt.messenger.frames import (
     ConversationSync,
     ConversationUpdated,
     Message,
+    MessageAgent,
     MessageDelete,
     MessageEdit,
     MessageForward,
@@ -72,6 +74,8 @@ ERROR_CODES = {
 }
 
 TYPING_TTL_MS = 6000
+# A run of an agent in a conversation still marked going after this long was left by a node that died.
+_AGENT_RUN_STALE = timedelta(minutes=15)
 TYPING_THROTTLE_SECONDS = 3.0
 
 
@@ -117,8 +121,8 @@ class MessengerService:
         self._typing_sent: dict[tuple[str, uuid.UUID], float] = {}
         # Signed URLs for attachments (wiring.py: media's links_many); without it they carry none.
         self.attachment_links: LinkAttachments | None = None
-        # Told of every new message after its commit (wiring.py: Web Push). Must not block.
-        self.on_new_message: NewMessageHook | None = None
+        # Told of every new message after its commit (wiring.py: Web Push, agents). Must not block.
+        self.on_new_message: list[NewMessageHook] = []
 
     # --- helpers --------------------------------------------------------------------------------
 
@@ -408,13 +412,13 @@ class MessengerService:
         return MessageRef(message=stored)
 
     def _announce_new(self, message: Message, members: list[uuid.UUID]) -> None:
-        """After the commit: tell ``on_new_message`` (Web Push); it only queues, and never fails us."""
-        if self.on_new_message is None:
-            return
-        try:
-            self.on_new_message(message, members)
-        except Exception:
-            log.exception("messenger.on_new_message_failed", message_id=str(message.id))
+        """After the commit: tell ``on_new_message`` (Web Push, agents); they only queue, and never fail
+        us."""
+        for hook in self.on_new_message:
+            try:
+                hook(message, members)
+            except Exception:
+                log.exception("messenger.on_new_message_failed", message_id=str(message.id))
 
     async def edit(self, conn: SocketContext, message: MessageEdit) -> MessageRef:
         text = self._check_text(message.text)
@@ -617,3 +621,116 @@ class MessengerService:
         members = await storage.member_ids(db, conversation_id)
         await streams.lock(db, [*members, *also_lock])
         return await self._emit(db, members, MessageNew(message=stored))
+
+    # --- for the agents module: agents as members of conversations ------------------------------------
+    # The messenger stores which agents are in a conversation and the messages they write; who may add
+    # one, when it answers and what it says are the agents module's (docs/agents.md).
+
+    async def add_agent(
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID, agent_id: uuid.UUID
+    ) -> Conversation:
+        """``user_id`` (a member, the agent's owner: the caller checked that) adds the agent; every
+        member gets ``conversation.updated``. Adding it again changes nothing."""
+        async with self.ctx.db.pool.acquire() as db, db.transaction():
+            await storage.lock_conversation_kind(db, conversation_id)
+            await self._member(db, conversation_id, user_id)
+            if not await storage.add_agent(db, conversation_id, agent_id, user_id):
+                view = await storage.conversation_of(db, user_id, conversation_id)
+                assert view is not None
+                return view
+            members = await storage.member_ids(db, conversation_id)
+            deliveries, views = await self._view_for_all(db, conversation_id, members)
+        await self._publish(deliveries)
+        return views[user_id]
+
+    async def remove_agent(
+        self, user_id: uuid.UUID, conversation_id: uuid.UUID, agent_id: uuid.UUID
+    ) -> Conversation:
+        """Whoever added the agent, or a group's admin, removes it; every member gets
+        ``conversation.updated``."""
+        async with self.ctx.db.pool.acquire() as db, db.transaction():
+            kind = await storage.lock_conversation_kind(db, conversation_id)
+            role = await self._member(db, conversation_id, user_id)
+            added_by = await storage.agent_added_by(db, conversation_id, agent_id)
+            if added_by is None:
+                raise SocketError(NOT_FOUND, "No such agent in the conversation.", {"field": "agent_id"})
+            if added_by != user_id and not (kind == "group" and role in ("owner", "admin")):
+                raise SocketError(FORBIDDEN, "Only whoever added the agent, or a group admin, removes it.")
+            await storage.remove_agent(db, conversation_id, agent_id)
+            members = await storage.member_ids(db, conversation_id)
+            deliveries, views = await self._view_for_all(db, conversation_id, members)
+        await self._publish(deliveries)
+        return views[user_id]
+
+    async def agent_direct(self, owner: uuid.UUID, agent_id: uuid.UUID) -> Conversation:
+        """The owner's 1:1 with the agent: a direct conversation whose only user member is the owner,
+        keyed ``agent:<agent id>`` (one per agent); created on first use."""
+        key = f"agent:{agent_id}"
+        deliveries: list[streams.DurableDelivery] = []
+        async with self.ctx.db.pool.acquire() as db, db.transaction():
+            conversation_id = await storage.create_direct(db, key, owner)
+            if conversation_id is not None:
+                await storage.insert_direct_members(db, conversation_id, [owner])
+                await storage.add_agent(db, conversation_id, agent_id, owner)
+                deliveries, views = await self._view_for_all(db, conversation_id, [owner])
+                view: Conversation | None = views[owner]
+            else:
+                conversation_id = await storage.direct_conversation_id(db, key)
+                assert conversation_id is not None
+                await storage.lock_conversation_kind(db, conversation_id)
+                if await storage.add_agent(db, conversation_id, agent_id, owner):  # it had been removed
+                    deliveries, views = await self._view_for_all(db, conversation_id, [owner])
+                    view = views.get(owner)
+                else:
+                    view = await storage.conversation_of(db, owner, conversation_id)
+        await self._publish(deliveries)
+        if view is None:
+            raise _not_found()
+        return view
+
+    async def agents_of(self, conversation_id: uuid.UUID) -> tuple[list[ConversationAgent], uuid.UUID | None]:
+        """The conversation's agents, and the agent whose 1:1 it is (if it is one)."""
+        pool = self.ctx.db.pool
+        key: str | None = await pool.fetchval(
+            "SELECT direct_key FROM conversations WHERE id = $1", conversation_id
+        )
+        own = uuid.UUID(key.removeprefix("agent:")) if key and key.startswith("agent:") else None
+        return (await storage.agents_in(pool, [conversation_id])).get(conversation_id, []), own
+
+    async def claim_agent_run(self, conversation_id: uuid.UUID, agent_id: uuid.UUID) -> bool:
+        now = self.ctx.clock.now()
+        return await storage.claim_agent_run(
+            self.ctx.db.pool, conversation_id, agent_id, now, now - _AGENT_RUN_STALE
+        )
+
+    async def release_agent_run(self, conversation_id: uuid.UUID, agent_id: uuid.UUID) -> None:
+        await storage.release_agent_run(self.ctx.db.pool, conversation_id, agent_id)
+
+    async def recent_messages(self, conversation_id: uuid.UUID, limit: int) -> list[tuple[str, Message]]:
+        """The conversation's last ``limit`` messages, oldest first, with their authors' names."""
+        return await storage.recent_messages(self.ctx.db.pool, conversation_id, limit)
+
+    async def members_of(self, conversation_id: uuid.UUID) -> list[uuid.UUID]:
+        return await storage.member_ids(self.ctx.db.pool, conversation_id)
+
+    async def post_as_agent(
+        self, conversation_id: uuid.UUID, agent: MessageAgent, text: str, client_msg_id: str
+    ) -> Message:
+        """Post the agent's message (no ``sender_id``): ``message.new`` to every member, as any message."""
+        async with self.ctx.db.pool.acquire() as db, db.transaction():
+            stored = await storage.insert_message(
+                db,
+                conversation_id,
+                None,  # no sender: the agent wrote it
+                client_msg_id,
+                text[: self.settings.messenger_max_text],
+                None,
+                None,
+                self.ctx.clock.now(),
+                agent=agent,
+            )
+            members = await storage.member_ids(db, conversation_id)
+            delivery = await self._emit(db, members, MessageNew(message=stored))
+        await self.ctx.events.publish_durable(delivery)
+        self._announce_new(stored, members)
+        return stored

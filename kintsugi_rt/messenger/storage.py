@@ -10,15 +10,25 @@ from typing import Any, TypeAlias
 import asyncpg
 import msgspec
 
-from kintsugi_rt.messenger.frames import Attachment, CallEntry, Conversation, Member, Message, Reaction
+from kintsugi_rt.messenger.frames import (
+    Attachment,
+    CallEntry,
+    Conversation,
+    ConversationAgent,
+    Member,
+    Message,
+    MessageAgent,
+    Reaction,
+)
 
 Executor: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 
 _decode_call = msgspec.json.Decoder(CallEntry).decode
+_decode_agent = msgspec.json.Decoder(MessageAgent).decode
 
 _MESSAGE_COLUMNS = (
     "m.id, m.conversation_id, m.seq, m.sender_id, m.client_msg_id, m.created_at, m.text, m.reply_to, "
-    "m.forwarded_from, m.edited_at, m.deleted_at, m.pinned_at, m.call"
+    "m.forwarded_from, m.edited_at, m.deleted_at, m.pinned_at, m.call, m.agent"
 )
 
 
@@ -30,7 +40,8 @@ _INSERT_MESSAGE = (
     "SET read_seq = GREATEST(read_seq, (SELECT last_seq FROM next)) "
     "WHERE conversation_id = $1 AND user_id = $2) "
     "INSERT INTO messages AS m (conversation_id, seq, sender_id, client_msg_id, text, reply_to, "
-    "forwarded_from, created_at, call) SELECT $1, next.last_seq, $2, $3, $4, $5, $6, $7, $8 FROM next "
+    "forwarded_from, created_at, call, agent_id, agent) "
+    "SELECT $1, next.last_seq, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM next "
     "RETURNING " + _MESSAGE_COLUMNS
 )
 
@@ -55,6 +66,7 @@ def _message(
         reactions=[] if deleted else (reactions or []),
         attachments=[] if deleted else (attachments or []),
         call=None if row["call"] is None else _decode_call(row["call"]),
+        agent=None if row["agent"] is None else _decode_agent(row["agent"]),
     )
 
 
@@ -222,6 +234,7 @@ async def _views(
         (r["viewer"], r["conversation_id"]): _message(r)
         for r in await db.fetch(_LAST_MESSAGE_SQL, viewers, conversation_ids)
     }
+    agents = await agents_in(db, list(conversations_by_id))
     views: dict[_Pair, Conversation] = {}
     for pair in pairs:
         viewer, conversation_id = pair
@@ -248,6 +261,7 @@ async def _views(
             unread=unread.get(pair, 0),
             created_at=row["created_at"],
             last_message=last.get(pair),
+            agents=agents.get(conversation_id, []),
         )
     return views
 
@@ -307,13 +321,14 @@ async def can_see_media(db: Executor, user_id: uuid.UUID, media_id: uuid.UUID) -
 async def insert_message(
     conn: asyncpg.Connection,
     conversation_id: uuid.UUID,
-    sender: uuid.UUID,
+    sender: uuid.UUID | None,
     client_msg_id: str,
     text: str | None,
     reply_to: uuid.UUID | None,
     forwarded_from: uuid.UUID | None,
     created_at: datetime,
     call: CallEntry | None = None,
+    agent: MessageAgent | None = None,
 ) -> Message:
     """Store a new message under the conversation's next seq, and mark it read for its sender.
 
@@ -331,6 +346,8 @@ async def insert_message(
         forwarded_from,
         created_at,
         None if call is None else msgspec.json.encode(call).decode(),
+        None if agent is None else agent.agent_id,
+        None if agent is None else msgspec.json.encode(agent).decode(),
     )
     if row is None:  # the caller checked membership, so the conversation exists
         raise LookupError(f"conversation {conversation_id} not found")
@@ -676,3 +693,94 @@ async def contacts_matching(db: Executor, user_id: uuid.UUID, query: str, limit:
         limit,
     )
     return [r["id"] for r in rows]
+
+
+# --- agents in conversations (the agents module's table; the messenger only lists them) -------------
+
+
+async def agents_in(
+    db: Executor, conversation_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[ConversationAgent]]:
+    """The live agents of these conversations, with their current name and handle."""
+    rows = await db.fetch(
+        """
+        SELECT ca.conversation_id, ca.agent_id, ca.added_by, a.handle, v.config->>'name' AS name
+        FROM conversation_agents ca JOIN agents a ON a.id = ca.agent_id AND a.deleted_at IS NULL
+        JOIN agent_versions v ON v.agent_id = a.id AND v.version = a.current_version
+        WHERE ca.conversation_id = ANY($1::uuid[]) ORDER BY ca.created_at, ca.agent_id
+        """,
+        conversation_ids,
+    )
+    found: defaultdict[uuid.UUID, list[ConversationAgent]] = defaultdict(list)
+    for r in rows:
+        found[r["conversation_id"]].append(
+            ConversationAgent(
+                agent_id=r["agent_id"], name=r["name"], handle=r["handle"], added_by=r["added_by"]
+            )
+        )
+    return found
+
+
+async def add_agent(
+    db: Executor, conversation_id: uuid.UUID, agent_id: uuid.UUID, added_by: uuid.UUID
+) -> bool:
+    added: uuid.UUID | None = await db.fetchval(
+        "INSERT INTO conversation_agents (conversation_id, agent_id, added_by) VALUES ($1, $2, $3) "
+        "ON CONFLICT DO NOTHING RETURNING agent_id",
+        conversation_id,
+        agent_id,
+        added_by,
+    )
+    return added is not None
+
+
+async def agent_added_by(db: Executor, conversation_id: uuid.UUID, agent_id: uuid.UUID) -> uuid.UUID | None:
+    added_by: uuid.UUID | None = await db.fetchval(
+        "SELECT added_by FROM conversation_agents WHERE conversation_id = $1 AND agent_id = $2",
+        conversation_id,
+        agent_id,
+    )
+    return added_by
+
+
+async def remove_agent(db: Executor, conversation_id: uuid.UUID, agent_id: uuid.UUID) -> None:
+    await db.execute(
+        "DELETE FROM conversation_agents WHERE conversation_id = $1 AND agent_id = $2",
+        conversation_id,
+        agent_id,
+    )
+
+
+async def claim_agent_run(
+    db: Executor, conversation_id: uuid.UUID, agent_id: uuid.UUID, now: datetime, stale_before: datetime
+) -> bool:
+    """Mark a run of the agent in the conversation as going, unless one is (on any node)."""
+    claimed: uuid.UUID | None = await db.fetchval(
+        "UPDATE conversation_agents SET run_started_at = $3 WHERE conversation_id = $1 AND agent_id = $2 "
+        "AND (run_started_at IS NULL OR run_started_at < $4) RETURNING agent_id",
+        conversation_id,
+        agent_id,
+        now,
+        stale_before,
+    )
+    return claimed is not None
+
+
+async def release_agent_run(db: Executor, conversation_id: uuid.UUID, agent_id: uuid.UUID) -> None:
+    await db.execute(
+        "UPDATE conversation_agents SET run_started_at = NULL WHERE conversation_id = $1 AND agent_id = $2",
+        conversation_id,
+        agent_id,
+    )
+
+
+async def recent_messages(db: Executor, conversation_id: uuid.UUID, limit: int) -> list[tuple[str, Message]]:
+    """The last ``limit`` messages not deleted, oldest first, each with its author's display name."""
+    rows = await db.fetch(
+        f"SELECT {_MESSAGE_COLUMNS}, coalesce(u.display_name, '') AS author FROM messages m "  # noqa: S608
+        "LEFT JOIN users u ON u.id = m.sender_id WHERE m.conversation_id = $1 AND m.deleted_at IS NULL "
+        "ORDER BY m.seq DESC LIMIT $2",
+        conversation_id,
+        limit,
+    )
+    return [(r["author"], _message(r)) for r in reversed(rows)]

@@ -94,6 +94,21 @@ export interface AgentChatStopReply {
   id: string;
 }
 
+/** The owner's 1:1 with the agent (created on first use): every message in it makes it answer. */
+export interface AgentConversation {
+  type: "agent.conversation";
+  agent_id: string;
+  id?: string | null;
+}
+
+/** The `ok` reply to `agent.conversation`. */
+export interface AgentConversationReply {
+  type: "ok";
+  /** The request's `id`. */
+  id: string;
+  conversation: Conversation;
+}
+
 /**
  * Create an agent (version 1). `model` must be one your tier may use; `handle` is unique
  * among agents whatever its case.
@@ -941,7 +956,7 @@ export interface ChatView {
 }
 
 /** Any frame a client sends; `type` tells which. */
-export type ClientFrame = Auth | Ping | Resume | PresenceWatch | PresenceUnwatch | UsageGet | UsageHistory | ChatCreate | ChatList | ChatGet | ChatSwitch | ChatSend | ChatStop | ChatRegenerate | ChatEdit | ChatRename | ChatDelete | ChatSearch | ChatModels | ConversationCreate | ConversationList | ConversationGet | ConversationAddMembers | ConversationRemoveMember | ConversationLeave | ConversationPromote | ConversationSync | MessageSend | MessageEdit | MessageDelete | MessageReact | MessagePin | MessageForward | MessageHistory | MessageSearch | MessageRead | Typing | ReceiptsSet | MediaLinksGet | CallStart | CallAccept | CallDecline | CallCancel | CallHangup | CallJoin | CallLeave | CallSignal | CallFallback | CallStats | CallHistory | UserLookup | UserSearch | ProfileGet | ProfileUpdate | PushConfigGet | PushSubscribe | PushUnsubscribe | AgentCreate | AgentUpdate | AgentGet | AgentList | AgentDelete | AgentTestTool | AgentChatSend | AgentChatStop | AgentChatGet | AgentChatList;
+export type ClientFrame = Auth | Ping | Resume | PresenceWatch | PresenceUnwatch | UsageGet | UsageHistory | ChatCreate | ChatList | ChatGet | ChatSwitch | ChatSend | ChatStop | ChatRegenerate | ChatEdit | ChatRename | ChatDelete | ChatSearch | ChatModels | ConversationCreate | ConversationList | ConversationGet | ConversationAddMembers | ConversationRemoveMember | ConversationLeave | ConversationPromote | ConversationSync | MessageSend | MessageEdit | MessageDelete | MessageReact | MessagePin | MessageForward | MessageHistory | MessageSearch | MessageRead | Typing | ReceiptsSet | MediaLinksGet | CallStart | CallAccept | CallDecline | CallCancel | CallHangup | CallJoin | CallLeave | CallSignal | CallFallback | CallStats | CallHistory | UserLookup | UserSearch | ProfileGet | ProfileUpdate | PushConfigGet | PushSubscribe | PushUnsubscribe | AgentCreate | AgentUpdate | AgentGet | AgentList | AgentDelete | AgentTestTool | AgentChatSend | AgentChatStop | AgentChatGet | AgentChatList | ConversationAddAgent | ConversationRemoveAgent | AgentConversation;
 
 export interface Conversation {
   id: string;
@@ -953,6 +968,26 @@ export interface Conversation {
   created_at: string;
   title?: string | null;
   last_message?: Message | null;
+  agents?: ConversationAgent[];
+}
+
+/**
+ * The agent's owner, a member of the conversation, adds it: a mention of its `@handle` makes
+ * it answer (the owner's tokens pay). Reply: the conversation (`conversation.updated` to all).
+ */
+export interface ConversationAddAgent {
+  type: "conversation.add_agent";
+  conversation_id: string;
+  agent_id: string;
+  id?: string | null;
+}
+
+/** The `ok` reply to `conversation.add_agent`. */
+export interface ConversationAddAgentReply {
+  type: "ok";
+  /** The request's `id`. */
+  id: string;
+  conversation: Conversation;
 }
 
 /** Group admins add members (up to MESSENGER_MAX_MEMBERS). */
@@ -969,6 +1004,53 @@ export interface ConversationAddMembersReply {
   /** The request's `id`. */
   id: string;
   conversation: Conversation;
+}
+
+/**
+ * An agent in the conversation: a mention of `@handle` (or any message in its 1:1) makes it
+ * answer; `added_by` (its owner) pays.
+ */
+export interface ConversationAgent {
+  agent_id: string;
+  name: string;
+  handle: string;
+  added_by: string;
+}
+
+/**
+ * The agent's answer as it is written (not durable): `reply_id` names one answer, `index`
+ * counts its pieces from 0. The whole answer then comes as `message.new` with `message.agent`.
+ */
+export interface ConversationAgentDelta {
+  type: "conversation.agent_delta";
+  conversation_id: string;
+  agent_id: string;
+  reply_id: string;
+  index: number;
+  text: string;
+}
+
+/**
+ * The agent could not answer (nothing is posted; not durable). The agent's owner also gets
+ * `error_code` and `error`.
+ */
+export interface ConversationAgentError {
+  type: "conversation.agent_error";
+  conversation_id: string;
+  agent_id: string;
+  reply_id: string;
+  error_code?: string | null;
+  error?: string | null;
+}
+
+/** The agent calls a tool (`running`), then it finished (`ok` / `error`); not durable. */
+export interface ConversationAgentStep {
+  type: "conversation.agent_step";
+  conversation_id: string;
+  agent_id: string;
+  reply_id: string;
+  tool: string;
+  status: "error" | "ok" | "running";
 }
 
 /** A direct conversation (exactly one other user; creating it again returns the same one) or a group. */
@@ -1055,6 +1137,22 @@ export interface ConversationRef {
   conversation: Conversation;
 }
 
+/** Whoever added the agent, or a group admin, removes it. */
+export interface ConversationRemoveAgent {
+  type: "conversation.remove_agent";
+  conversation_id: string;
+  agent_id: string;
+  id?: string | null;
+}
+
+/** The `ok` reply to `conversation.remove_agent`. */
+export interface ConversationRemoveAgentReply {
+  type: "ok";
+  /** The request's `id`. */
+  id: string;
+  conversation: Conversation;
+}
+
 /** Group admins remove a member (not the owner). */
 export interface ConversationRemoveMember {
   type: "conversation.remove_member";
@@ -1098,7 +1196,7 @@ export interface ConversationSyncReply {
   messages: Message[];
 }
 
-/** Created, members or roles changed, or you joined it. */
+/** Created, members, roles or agents changed, or you joined it. */
 export interface ConversationUpdated {
   type: "conversation.updated";
   /** The event's position in the user's stream; give the last one processed to `resume` (see docs/delivery.md). */
@@ -1243,6 +1341,15 @@ export interface Message {
   reactions?: Reaction[];
   attachments?: Attachment[];
   call?: CallEntry | null;
+  agent?: MessageAgent | null;
+}
+
+/** The agent that wrote the message (its `sender_id` is null), and the tools it used for it. */
+export interface MessageAgent {
+  agent_id: string;
+  name: string;
+  handle: string;
+  tools_used?: ToolUse[];
 }
 
 /**
@@ -1736,7 +1843,7 @@ export interface SendResult {
 }
 
 /** Any frame the server sends. Every reply has `type` "ok": match its `id` to the request (`x-requests` names each request's reply). */
-export type ServerFrame = Hello | ErrorFrame | Pong | Resumed | ResyncRequired | Presence | UsageUpdated | UsageWarning | SubscriptionUpdated | ChatCreated | ChatUpdated | ChatDeleted | ChatStarted | ChatDelta | ChatSnapshot | ChatDone | ChatError | MessageNew | MessageUpdated | ReadReceipt | ConversationUpdated | ConversationRemoved | TypingEvent | CallRinging | CallAccepted | CallAnsweredElsewhere | CallParticipantChanged | CallModeChanged | CallEnded | CallSignalled | ProfileUpdated | AgentDelta | AgentStep | AgentDone | AuthReply | PresenceWatchReply | PresenceUnwatchReply | UsageGetReply | UsageHistoryReply | ChatCreateReply | ChatListReply | ChatGetReply | ChatSwitchReply | ChatSendReply | ChatStopReply | ChatRegenerateReply | ChatEditReply | ChatRenameReply | ChatDeleteReply | ChatSearchReply | ChatModelsReply | ConversationCreateReply | ConversationListReply | ConversationGetReply | ConversationAddMembersReply | ConversationRemoveMemberReply | ConversationLeaveReply | ConversationPromoteReply | ConversationSyncReply | MessageSendReply | MessageEditReply | MessageDeleteReply | MessageReactReply | MessagePinReply | MessageForwardReply | MessageHistoryReply | MessageSearchReply | MessageReadReply | TypingReply | ReceiptsSetReply | MediaLinksGetReply | CallStartReply | CallAcceptReply | CallDeclineReply | CallCancelReply | CallHangupReply | CallJoinReply | CallLeaveReply | CallSignalReply | CallFallbackReply | CallStatsReply | CallHistoryReply | UserLookupReply | UserSearchReply | ProfileGetReply | ProfileUpdateReply | PushConfigGetReply | PushSubscribeReply | PushUnsubscribeReply | AgentCreateReply | AgentUpdateReply | AgentGetReply | AgentListReply | AgentDeleteReply | AgentTestToolReply | AgentChatSendReply | AgentChatStopReply | AgentChatGetReply | AgentChatListReply;
+export type ServerFrame = Hello | ErrorFrame | Pong | Resumed | ResyncRequired | Presence | UsageUpdated | UsageWarning | SubscriptionUpdated | ChatCreated | ChatUpdated | ChatDeleted | ChatStarted | ChatDelta | ChatSnapshot | ChatDone | ChatError | MessageNew | MessageUpdated | ReadReceipt | ConversationUpdated | ConversationRemoved | TypingEvent | CallRinging | CallAccepted | CallAnsweredElsewhere | CallParticipantChanged | CallModeChanged | CallEnded | CallSignalled | ProfileUpdated | AgentDelta | AgentStep | AgentDone | ConversationAgentDelta | ConversationAgentStep | ConversationAgentError | AuthReply | PresenceWatchReply | PresenceUnwatchReply | UsageGetReply | UsageHistoryReply | ChatCreateReply | ChatListReply | ChatGetReply | ChatSwitchReply | ChatSendReply | ChatStopReply | ChatRegenerateReply | ChatEditReply | ChatRenameReply | ChatDeleteReply | ChatSearchReply | ChatModelsReply | ConversationCreateReply | ConversationListReply | ConversationGetReply | ConversationAddMembersReply | ConversationRemoveMemberReply | ConversationLeaveReply | ConversationPromoteReply | ConversationSyncReply | MessageSendReply | MessageEditReply | MessageDeleteReply | MessageReactReply | MessagePinReply | MessageForwardReply | MessageHistoryReply | MessageSearchReply | MessageReadReply | TypingReply | ReceiptsSetReply | MediaLinksGetReply | CallStartReply | CallAcceptReply | CallDeclineReply | CallCancelReply | CallHangupReply | CallJoinReply | CallLeaveReply | CallSignalReply | CallFallbackReply | CallStatsReply | CallHistoryReply | UserLookupReply | UserSearchReply | ProfileGetReply | ProfileUpdateReply | PushConfigGetReply | PushSubscribeReply | PushUnsubscribeReply | AgentCreateReply | AgentUpdateReply | AgentGetReply | AgentListReply | AgentDeleteReply | AgentTestToolReply | AgentChatSendReply | AgentChatStopReply | AgentChatGetReply | AgentChatListReply | ConversationAddAgentReply | ConversationRemoveAgentReply | AgentConversationReply;
 
 /** The subscription or tier changed; limits follow at once. `attention` flags a payment problem. */
 export interface SubscriptionUpdated {
@@ -1772,6 +1879,11 @@ export interface ToolTestResult {
   body: string;
   error: string | null;
   retried?: number;
+}
+
+export interface ToolUse {
+  tool: string;
+  status: "error" | "ok";
 }
 
 export interface ToolView {
@@ -2270,6 +2382,21 @@ export interface Requests {
     fields: Omit<AgentChatList, "type" | "id">;
     reply: AgentChatListReply;
   };
+  "conversation.add_agent": {
+    frame: ConversationAddAgent;
+    fields: Omit<ConversationAddAgent, "type" | "id">;
+    reply: ConversationAddAgentReply;
+  };
+  "conversation.remove_agent": {
+    frame: ConversationRemoveAgent;
+    fields: Omit<ConversationRemoveAgent, "type" | "id">;
+    reply: ConversationRemoveAgentReply;
+  };
+  "agent.conversation": {
+    frame: AgentConversation;
+    fields: Omit<AgentConversation, "type" | "id">;
+    reply: AgentConversationReply;
+  };
 }
 
 /** A durable event's position in the user's stream (see docs/delivery.md). */
@@ -2313,6 +2440,9 @@ export interface ServerEvents {
   "agent.delta": AgentDelta;
   "agent.step": AgentStep;
   "agent.done": AgentDone;
+  "conversation.agent_delta": ConversationAgentDelta;
+  "conversation.agent_step": ConversationAgentStep;
+  "conversation.agent_error": ConversationAgentError;
 }
 
 export type RequestType = keyof Requests;
@@ -2386,6 +2516,9 @@ export const REQUEST_TYPES = [
   "agent.chat.stop",
   "agent.chat.get",
   "agent.chat.list",
+  "conversation.add_agent",
+  "conversation.remove_agent",
+  "agent.conversation",
 ] as const satisfies readonly RequestType[];
 
 export const EVENT_TYPES = [
@@ -2423,6 +2556,9 @@ export const EVENT_TYPES = [
   "agent.delta",
   "agent.step",
   "agent.done",
+  "conversation.agent_delta",
+  "conversation.agent_step",
+  "conversation.agent_error",
 ] as const satisfies readonly EventType[];
 
 /** Server events the schema marks durable (empty when it does not say; any frame with `pos` is durable). */
