@@ -47,6 +47,7 @@ const usage = () => import("./screens/usage/index.tsx");
 const billing = () => import("./screens/billing/index.tsx");
 const profile = () => import("./screens/profile/index.tsx");
 const coming = () => import("./screens/coming/index.tsx");
+const agents = () => import("./screens/agents/index.tsx");
 const notFound = () => import("./screens/not-found.tsx");
 
 export const routes: RouteDef[] = [
@@ -62,7 +63,9 @@ export const routes: RouteDef[] = [
   { path: "/billing/:result", load: billing, title: "Billing", access: "user" },
   { path: "/settings/billing", load: billing, title: "Billing", access: "user" },
   { path: "/translator", load: coming, title: "Translator", access: "user", nav: { label: "Translator", icon: "⇄" } },
-  { path: "/agents", load: coming, title: "Agent builder", access: "user", nav: { label: "Agents", icon: "⚙" } },
+  { path: "/agents", load: agents, title: "Agents", access: "user", nav: { label: "Agents", icon: "⚙" } },
+  { path: "/agents/:agentId/chat", load: agents, title: "Agent chat", access: "user" },
+  { path: "/agents/:agentId", load: agents, title: "Agent builder", access: "user" },
   { path: "/profile", load: profile, title: "Profile", access: "user", nav: { label: "Profile", icon: "☺" } },
   { path: "/*", load: notFound, title: "Not found", access: "any" },
 ];

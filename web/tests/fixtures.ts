@@ -10,6 +10,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { deflateSync } from "node:zlib";
 import { decode as msgpackDecode } from "@msgpack/msgpack";
+import pg from "pg";
 import { test as base, expect, type Browser, type BrowserContext, type BrowserContextOptions, type Page } from "@playwright/test";
 
 export { expect };
@@ -55,6 +56,24 @@ export async function registerUser(name: string, baseUrl = serverUrl()): Promise
     throw new Error(`register ${email}: ${response.status} ${await response.text()}`);
   }
   return { name, email, tokens: (await response.json()) as TokenResponse };
+}
+
+/**
+ * Put `user` on `tier` (basic, premium_starter, …) directly in the suite server's database: the
+ * server reads `users.tier` on every check, so this takes effect at once (there is no test billing).
+ * `databaseUrl`: another server's (`startBackend().databaseUrl`).
+ */
+export async function setTier(user: TestUser, tier: string, databaseUrl = process.env.KINTSUGI_WEB_DATABASE_URL): Promise<void> {
+  const connectionString = databaseUrl;
+  if (!connectionString) throw new Error("KINTSUGI_WEB_DATABASE_URL is unset: run the suite with `npx playwright test` (tests/global-setup.ts)");
+  const client = new pg.Client({ connectionString });
+  await client.connect();
+  try {
+    const result = await client.query("UPDATE users SET tier = $1 WHERE id = $2", [tier, user.tokens.user.id]);
+    if (result.rowCount !== 1) throw new Error(`setTier: no user ${user.tokens.user.id}`);
+  } finally {
+    await client.end();
+  }
 }
 
 /** A browser context signed in as `user` (its stored session seeded), with one page. */

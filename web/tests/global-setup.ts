@@ -13,6 +13,8 @@ export default async function globalSetup(config: FullConfig): Promise<() => Pro
   // A small token limit makes one demo answer visible in the header chip (a percentage).
   const backend = await startBackend({ env: { BASIC_TOKEN_LIMIT: "5000" } });
   process.env.KINTSUGI_WEB_URL = backend.baseUrl;
+  // For tests that change what the app cannot (a user's tier: tests/fixtures.ts setTier).
+  process.env.KINTSUGI_WEB_DATABASE_URL = backend.databaseUrl;
   process.env.KINTSUGI_WEB_REDIS = backend.redis ? "1" : "";
   return async () => {
     await backend.stop();

@@ -18,6 +18,7 @@ import {
   saveScreenshot,
   sendMessage,
   serverUrl,
+  setTier,
   signedInContext,
   startDirectChat,
   test,
@@ -33,6 +34,8 @@ interface Seeded {
   user: TestUser;
   chatId: string;
   conversationId: string;
+  /** A premium_starter user with an agent (one tool) and one finished run of it. */
+  agents: { user: TestUser; agentId: string; runId: string };
 }
 
 /** Wait until the screen has loaded: the route's chunk, its data (no spinner left), fonts. */
@@ -43,8 +46,39 @@ async function settled(page: Page): Promise<void> {
   await page.evaluate(() => document.fonts.ready.then(() => undefined));
 }
 
+/** A premium_starter user who built an agent with one tool, and asked it once. */
+async function seedAgents(browser: Browser): Promise<Seeded["agents"]> {
+  const user = await registerUser("Ivan");
+  await setTier(user, "premium_starter");
+  const { context, page } = await signedInContext(browser, user);
+  try {
+    await page.goto("/agents/new");
+    await page.getByLabel("Name", { exact: true }).fill("Order helper");
+    await page.getByLabel("Handle", { exact: true }).fill("order_helper");
+    await page.getByLabel("Instructions", { exact: true }).fill("Look orders up with lookup_order and answer briefly.");
+    await page.getByRole("button", { name: "Add starter" }).click();
+    await page.getByLabel("Starter 1", { exact: true }).fill("Where is order A-17?");
+    await page.getByRole("button", { name: "Add tool" }).click();
+    await page.getByLabel("Tool 1 name", { exact: true }).fill("lookup_order");
+    await page.getByLabel("Tool 1 description", { exact: true }).fill("Find an order by its number.");
+    await page.getByLabel("Tool 1 webhook URL", { exact: true }).fill("https://n8n.example.com/webhook/orders");
+    await page.getByLabel("Tool 1 secret", { exact: true }).fill("s3cr3t-value");
+    await page.getByRole("button", { name: "Create agent" }).click();
+    await expect(page).toHaveURL(/\/agents\/[0-9a-f-]{36}$/);
+    const agentId = new URL(page.url()).pathname.split("/").pop()!;
+    await page.goto(`/agents/${agentId}/chat`);
+    await page.getByRole("button", { name: "Where is order A-17?" }).click();
+    await expect(page.getByTestId("agent-answer").getByText("Done", { exact: true })).toBeVisible({ timeout: 20_000 });
+    const runId = new URL(page.url()).searchParams.get("run")!;
+    return { user, agentId, runId };
+  } finally {
+    await context.close();
+  }
+}
+
 /** An AI chat with an answer, and a conversation with a few messages (one a photo), for `user`. */
 async function seed(browser: Browser): Promise<Seeded> {
+  const agents = seedAgents(browser);
   const [user, other] = await Promise.all([registerUser("Grace"), registerUser("Heidi")]);
   const { context: gc, page: g } = await signedInContext(browser, user);
   const { context: hc, page: h } = await signedInContext(browser, other);
@@ -65,7 +99,7 @@ async function seed(browser: Browser): Promise<Seeded> {
     await h.getByRole("textbox", { name: "Message", exact: true }).fill("Beautiful.");
     await h.getByRole("button", { name: "Send" }).click();
     await expect(messages(g, "Beautiful.").getByRole("img")).toBeVisible();
-    return { user, chatId, conversationId };
+    return { user, chatId, conversationId, agents: await agents };
   } finally {
     await gc.close();
     await hc.close();
@@ -113,6 +147,27 @@ test("every screen on a phone and a desktop: no horizontal scroll; screenshots",
           await saveScreenshot(page, `${name}-${viewport.name}`);
           await expectNoHorizontalScroll(page, `${name} on ${viewport.name}`);
         });
+      }
+      // Agents, as a premium_starter user (the seeded user above sees the upsell at /agents).
+      const premium = await signedInContext(browser, seeded.agents.user, signedInContextOptions);
+      try {
+        const { agentId, runId } = seeded.agents;
+        for (const [name, path] of [
+          ["agents-list", "/agents"],
+          ["agent-builder", `/agents/${agentId}`],
+          ["agent-chat", `/agents/${agentId}/chat?run=${runId}`],
+        ] as const) {
+          await test.step(`${viewport.name}: ${name} (${path}, premium)`, async () => {
+            await premium.page.goto(path);
+            await settled(premium.page);
+            if (name === "agent-chat") await expect(premium.page.getByTestId("agent-answer")).toContainText("Offline demo");
+            if (name === "agent-builder") await expect(premium.page.getByText("Version 1", { exact: true })).toBeVisible();
+            await saveScreenshot(premium.page, `${name}-${viewport.name}`);
+            await expectNoHorizontalScroll(premium.page, `${name} on ${viewport.name}`);
+          });
+        }
+      } finally {
+        await premium.context.close();
       }
       // Dialogs: finding someone to message; on phones, the bottom navigation's "More" sheet.
       await test.step(`${viewport.name}: new-chat dialog`, async () => {

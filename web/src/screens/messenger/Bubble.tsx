@@ -57,7 +57,8 @@ export function Bubble(props: BubbleProps) {
     );
   }
 
-  const name = memberName(conv, m.sender_id);
+  // An agent's answer has no sender: it is named by its agent, with the tools it used.
+  const name = m.agent ? `${m.agent.name} (agent)` : memberName(conv, m.sender_id);
   const label = `${mine ? "You" : name}, ${shortTime(m.created_at)}`;
   return (
     <div
@@ -80,7 +81,10 @@ export function Bubble(props: BubbleProps) {
         data-status={mine ? props.receipt ?? "sent" : undefined}
         aria-label={label}
       >
-        {conv.kind === "group" && !mine && props.first && <p class="msg__author">{name}</p>}
+        {(m.agent || (conv.kind === "group" && !mine && props.first)) && <p class="msg__author">{name}</p>}
+        {m.agent && (m.agent.tools_used ?? []).length > 0 && (
+          <p class="msg__tools">Used: {(m.agent.tools_used ?? []).map((t) => `${t.tool}${t.status === "ok" ? "" : " (failed)"}`).join(", ")}</p>
+        )}
         {m.forwarded_from && !m.deleted && <p class="msg__forwarded">↪ Forwarded</p>}
         {m.reply_to && !m.deleted && (
           <button type="button" class="msg__quote" onClick={() => actions.jumpTo(m.reply_to!)} aria-label={`Reply to: ${props.quoted ? previewText(props.quoted, me) : "original message"}. Show it`}>
