@@ -201,7 +201,9 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     runner = (
         None
         if provider is None
-        else agents.AgentRunner(provider, webhooks, agents.MeterBilling(usage, ctx.db, ctx.clock))
+        else agents.AgentRunner(
+            provider, webhooks, agents.MeterBilling(usage, ctx.db, ctx.clock, purpose="agent")
+        )
     )
     agent_run_service = agents.AgentRunService(ctx, agents=agent_service, tiers=tiers, runner=runner)
     # Agents in conversations: the messenger tells them of each new message (after its commit); they

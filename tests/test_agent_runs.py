@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -123,6 +124,13 @@ async def test_two_step_run_then_continue_on_its_version(
     deltas = [f for f in frames if f["type"] == "agent.delta"]
     assert "".join(d["text"] for d in deltas) == done["text"]
     assert [d["index"] for d in deltas] == list(range(len(deltas)))
+
+    # Every model turn of the run is billed to the owner as an agent turn (three turns: two tool steps
+    # and the answer).
+    purposes = await node.ctx.db.pool.fetch(
+        "SELECT purpose FROM usage_ledger WHERE user_id = $1", uuid.UUID(user.id)
+    )
+    assert [r["purpose"] for r in purposes] == ["agent", "agent", "agent"]
 
     view = await ok(sock, "agent.chat.get", run_id=run_id)
     assert view["run"]["status"] == "answered" and view["run"]["version_id"] == agent["version_id"]
