@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from kintsugi_rt.agents import storage
+from kintsugi_rt.agents.batching import batched
 from kintsugi_rt.agents.frames import (
     AgentConversation,
     ConversationAddAgent,
@@ -264,42 +264,19 @@ class AgentConversations:
     ) -> None:
         """The answer's pieces to every member (batched like chat's deltas) and its tool steps."""
         interval = self.ctx.settings.chat_delta_interval.total_seconds()
-        pending: list[str] = []
         index = 0
-        last_flush: float | None = None
-
-        async def flush() -> None:
-            nonlocal index, last_flush
-            if not pending:
-                return
-            text = "".join(pending)
-            pending.clear()
-            last_flush = time.monotonic()
-            delta = ConversationAgentDelta(
-                conversation_id=conversation_id, agent_id=agent_id, reply_id=reply_id, index=index, text=text
-            )
-            index += 1
-            await self._push(members, delta)
-
-        while True:
-            if pending and last_flush is not None:
-                wait = max(0.0, last_flush + interval - time.monotonic())
-                try:
-                    item = await asyncio.wait_for(queue.get(), wait)
-                except TimeoutError:
-                    await flush()
-                    continue
-            else:
-                item = await queue.get()
-            if item is None:
-                await flush()
-                return
-            if item.kind == "delta":
-                pending.append(item.text or "")
-                if last_flush is None:
-                    await flush()
+        async for item in batched(queue, interval):
+            if isinstance(item, str):
+                delta = ConversationAgentDelta(
+                    conversation_id=conversation_id,
+                    agent_id=agent_id,
+                    reply_id=reply_id,
+                    index=index,
+                    text=item,
+                )
+                index += 1
+                await self._push(members, delta)
                 continue
-            await flush()
             if item.kind in ("tool_started", "tool_finished"):
                 status = "running" if item.kind == "tool_started" else (item.status or "error")
                 if item.kind == "tool_finished":

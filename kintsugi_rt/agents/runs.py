@@ -19,7 +19,6 @@ model stream and the webhook calls in flight end within a second and the run end
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -28,6 +27,7 @@ from typing import Any, cast
 import msgspec
 
 from kintsugi_rt.agents import storage
+from kintsugi_rt.agents.batching import batched
 from kintsugi_rt.agents.frames import (
     AgentChatGet,
     AgentChatList,
@@ -280,44 +280,17 @@ class AgentRunService:
     ) -> None:
         """The run's events, in order: deltas batched, tool steps stored and sent as durable events."""
         interval = self.ctx.settings.chat_delta_interval.total_seconds()
-        pending: list[str] = []
         index = 0
-        last_flush: float | None = None
         arguments: dict[str, Any] = {}
-
-        async def flush() -> None:
-            nonlocal index, last_flush
-            if not pending:
-                return
-            text = "".join(pending)
-            pending.clear()
-            last_flush = time.monotonic()
-            delta = AgentDelta(run_id=run_id, turn=turn, index=index, text=text)
-            index += 1
-            try:
-                await self.ctx.events.push([me], delta, droppable=False)
-            except Exception as exc:
-                log.warning("agents.delta_failed", run_id=str(run_id), error=repr(exc))
-
-        while True:
-            if pending and last_flush is not None:
-                wait = max(0.0, last_flush + interval - time.monotonic())
+        async for item in batched(queue, interval):
+            if isinstance(item, str):
+                delta = AgentDelta(run_id=run_id, turn=turn, index=index, text=item)
+                index += 1
                 try:
-                    item = await asyncio.wait_for(queue.get(), wait)
-                except TimeoutError:
-                    await flush()
-                    continue
-            else:
-                item = await queue.get()
-            if item is None:
-                await flush()
-                return
-            if item.kind == "delta":
-                pending.append(item.text or "")
-                if last_flush is None:  # the first piece goes out at once
-                    await flush()
+                    await self.ctx.events.push([me], delta, droppable=False)
+                except Exception as exc:
+                    log.warning("agents.delta_failed", run_id=str(run_id), error=repr(exc))
                 continue
-            await flush()
             if item.kind == "tool_started":
                 arguments[item.call_id or ""] = item.arguments
                 step = AgentStep(
